@@ -1,0 +1,20 @@
+"""ragcun: sentence embeddings fine-tuned to an isotropic Gaussian N(0, I), retrieved by L2 distance."""
+
+from ragcun.isotropy import isotropy_report
+from ragcun.losses import CachedLeJEPALoss, EppsPulley, EuclideanMNRLoss, LeJEPALoss, SIGReg, SIGRegLoss
+from ragcun.model import DEFAULT_BASE_MODEL, build_model, fit_projection
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_BASE_MODEL",
+    "CachedLeJEPALoss",
+    "EppsPulley",
+    "EuclideanMNRLoss",
+    "LeJEPALoss",
+    "SIGReg",
+    "SIGRegLoss",
+    "build_model",
+    "fit_projection",
+    "isotropy_report",
+]

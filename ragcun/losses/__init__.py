@@ -1,0 +1,16 @@
+"""Losses in the sentence-transformers style: ``model`` first, dict of named parts, ``citation``."""
+
+from ragcun.losses.epps_pulley import EppsPulley
+from ragcun.losses.euclidean_mnrl import EuclideanMNRLoss, negative_l2_distance
+from ragcun.losses.lejepa import CachedLeJEPALoss, LeJEPALoss
+from ragcun.losses.sigreg import SIGReg, SIGRegLoss
+
+__all__ = [
+    "CachedLeJEPALoss",
+    "EppsPulley",
+    "EuclideanMNRLoss",
+    "LeJEPALoss",
+    "SIGReg",
+    "SIGRegLoss",
+    "negative_l2_distance",
+]

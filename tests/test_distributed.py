@@ -1,0 +1,90 @@
+"""Two gloo processes on the CPU must reproduce one process on the concatenated batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ragcun import LeJEPALoss, SIGReg
+
+WORLD_SIZE, LOCAL_BATCH, DIM_IN, DIM_OUT, COLUMNS = 2, 5, 8, 6, 3
+
+
+def global_batch() -> torch.Tensor:
+    """(columns, global batch, features): queries, positives, hard negatives."""
+    generator = torch.Generator().manual_seed(11)
+    return torch.randn(COLUMNS, WORLD_SIZE * LOCAL_BATCH, DIM_IN, generator=generator, dtype=torch.float64)
+
+
+def make_net() -> nn.Linear:
+    torch.manual_seed(0)
+    return nn.Linear(DIM_IN, DIM_OUT, dtype=torch.float64)
+
+
+def losses() -> tuple[SIGReg, LeJEPALoss]:
+    return SIGReg(num_slices=64, seed=5), LeJEPALoss(nn.Identity(), lambda_isotropy=0.3, num_slices=64, seed=5)
+
+
+def run_step(net: nn.Module, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+    sigreg, lejepa = losses()
+    # one forward over all columns (DDP wants a single forward per backward), then split them again
+    embeddings = list(net(inputs.reshape(-1, DIM_IN)).reshape(COLUMNS, -1, DIM_OUT).unbind(0))
+    result = {"sigreg_alone": sigreg(torch.cat(embeddings)).detach()}
+    parts = lejepa.compute_loss_from_embeddings(embeddings)
+    torch.stack(list(parts.values())).sum().backward()
+    result.update({name: value.detach() for name, value in parts.items()})
+    return result
+
+
+def _worker(rank: int, init_file: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
+    try:
+        net = make_net()
+        model = DistributedDataParallel(net)
+        local = global_batch()[:, rank * LOCAL_BATCH : (rank + 1) * LOCAL_BATCH]
+        result = run_step(model, local)
+        result.update({f"grad.{name}": p.grad for name, p in net.named_parameters()})
+        torch.save(result, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def rank_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, torch.Tensor]]:
+    tmp = tmp_path_factory.mktemp("gloo")
+    mp.spawn(_worker, args=(str(tmp / "init"), str(tmp)), nprocs=WORLD_SIZE, join=True)
+    return [torch.load(tmp / f"rank{rank}.pt", weights_only=True) for rank in range(WORLD_SIZE)]
+
+
+@pytest.fixture(scope="module")
+def single_process() -> dict[str, torch.Tensor]:
+    net = make_net()
+    result = run_step(net, global_batch())
+    result.update({f"grad.{name}": p.grad for name, p in net.named_parameters()})
+    return result
+
+
+def test_sigreg_value_equals_single_process(rank_results, single_process) -> None:
+    for result in rank_results:
+        assert torch.allclose(result["sigreg_alone"], single_process["sigreg_alone"], rtol=1e-10)
+        assert torch.allclose(result["sigreg"], single_process["sigreg"], rtol=1e-10)
+
+
+def test_contrastive_with_gathered_negatives_equals_single_process(rank_results, single_process) -> None:
+    # each rank scores its own queries against every rank's documents; their mean is the global loss
+    mean_over_ranks = torch.stack([r["contrastive"] for r in rank_results]).mean()
+    assert torch.allclose(mean_over_ranks, single_process["contrastive"], rtol=1e-10)
+
+
+def test_gradients_after_ddp_averaging_equal_single_process(rank_results, single_process) -> None:
+    names = [key for key in single_process if key.startswith("grad.")]
+    assert names
+    for result in rank_results:
+        for name in names:
+            assert torch.allclose(result[name], single_process[name], rtol=1e-8, atol=1e-12), name
