@@ -27,6 +27,8 @@ def load_base(base_model: str | SentenceTransformer, device: str | None = None) 
     """Load a base by Hub id or local path, with an error that says what to do when it is not there."""
     if isinstance(base_model, SentenceTransformer):
         return base_model
+    if str(base_model).startswith("~"):
+        base_model = str(Path(str(base_model)).expanduser())
     try:
         return SentenceTransformer(str(base_model), device=device)
     except (OSError, ValueError) as error:
@@ -139,7 +141,7 @@ def _encode_init_texts(model: SentenceTransformer, init_texts: InitTexts, batch_
 def build_model(
     base_model: str | SentenceTransformer = DEFAULT_BASE_MODEL,
     output_dim: int = 512,
-    init: ProjectionInit = "whiten",
+    init: ProjectionInit = "mrl",
     init_texts: InitTexts | None = None,
     init_embeddings: np.ndarray | torch.Tensor | None = None,
     freeze_layers: int = 4,

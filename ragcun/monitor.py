@@ -1,0 +1,115 @@
+"""What the trainer watches: isotropy and retrieval on a fixed held-out sample, and SIGReg's step.
+
+The evaluator runs every ``eval_steps`` inside ``SentenceTransformerTrainer``; its figures are logged
+as ``eval_<name>_<figure>`` and any of them can be ``metric_for_best_model``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
+from transformers import TrainerCallback
+
+from ragcun.isotropy import isotropy_report
+from ragcun.losses import SIGReg
+
+LOGGED_ISOTROPY = (
+    "mean_norm",
+    "norm_mean",
+    "expected_norm_mean",
+    "variance_mean",
+    "variance_min",
+    "variance_max",
+    "cov_identity_fro",
+    "cov_identity_fro_floor",
+    "cov_floor_ratio",
+    "mean_abs_offdiag_corr",
+    "mean_abs_offdiag_corr_floor",
+    "sigreg",
+    "is_isotropic",
+)
+
+
+def ranking_at_10(query_embeddings: torch.Tensor, doc_embeddings: torch.Tensor, model: SentenceTransformer) -> dict[str, float]:
+    """MRR@10 and Recall@10 where document i is the one relevant document of query i.
+
+    Scores come from ``model.similarity``, so a euclidean model is ranked by L2 distance and a
+    cosine base by cosine: each model is judged with the similarity it was built for.
+    """
+    scores = model.similarity(query_embeddings, doc_embeddings)
+    own = scores.diagonal().unsqueeze(1)
+    # rank of the relevant document: 1 + how many score strictly higher (ties count in its favour)
+    ranks = 1 + (scores > own).sum(dim=1)
+    reciprocal = torch.where(ranks <= 10, 1.0 / ranks.double(), torch.zeros_like(ranks, dtype=torch.float64))
+    return {"mrr@10": float(reciprocal.mean()), "recall@10": float((ranks <= 10).double().mean())}
+
+
+class IsotropyRetrievalEvaluator(SentenceEvaluator):
+    """``isotropy_report`` of held-out document embeddings, plus MRR@10 / Recall@10 of held-out pairs.
+
+    ``documents[i]`` answers ``queries[i]``; ``extra_documents`` (e.g. hard negatives) only widen the
+    pool of candidates and the isotropy sample. Queries and documents are encoded with the model's
+    ``query`` / ``document`` prompts when it has them, as at inference.
+    """
+
+    def __init__(
+        self,
+        queries: list[str],
+        documents: list[str],
+        extra_documents: list[str] | None = None,
+        name: str = "heldout",
+        batch_size: int = 32,
+        primary_metric: str = "mrr@10",
+        sigreg_slices: int = 256,
+    ) -> None:
+        super().__init__()
+        if len(queries) != len(documents) or not queries:
+            raise ValueError(f"Need one relevant document per query, got {len(queries)} queries and {len(documents)} documents.")
+        self.queries = list(queries)
+        self.documents = list(documents) + list(extra_documents or [])
+        self.name = name
+        self.batch_size = batch_size
+        self.sigreg_slices = sigreg_slices
+        known = {"mrr@10", "recall@10", *LOGGED_ISOTROPY}
+        if primary_metric not in known:
+            raise ValueError(f"primary_metric {primary_metric!r} is not one of {sorted(known)}.")
+        self.primary_metric = primary_metric
+        # distances from N(0, I) shrink as training succeeds; retrieval figures grow
+        self.greater_is_better = primary_metric in {"mrr@10", "recall@10", "is_isotropic"}
+
+    def _encode(self, model: SentenceTransformer, texts: list[str], prompt_name: str) -> torch.Tensor:
+        prompt = prompt_name if prompt_name in model.prompts else None
+        return model.encode(
+            texts, prompt_name=prompt, batch_size=self.batch_size, convert_to_tensor=True, normalize_embeddings=False
+        ).float().cpu()
+
+    def __call__(self, model: SentenceTransformer, output_path: str | None = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+        query_embeddings = self._encode(model, self.queries, "query")
+        doc_embeddings = self._encode(model, self.documents, "document")
+        metrics: dict[str, Any] = ranking_at_10(query_embeddings, doc_embeddings, model)
+        report = isotropy_report(doc_embeddings.numpy().astype(np.float64), sigreg_slices=self.sigreg_slices)
+        metrics.update({key: float(report[key]) for key in LOGGED_ISOTROPY})
+        metrics = self.prefix_name_to_metrics(metrics, self.name)
+        self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
+        return metrics
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"queries": len(self.queries), "documents": len(self.documents), "sigreg_slices": self.sigreg_slices}
+
+
+class SIGRegStepCallback(TrainerCallback):
+    """Ties SIGReg's random directions to the trainer's global step.
+
+    A run resumed from a checkpoint then draws the directions the uninterrupted run would have
+    drawn, and every process draws the same ones.
+    """
+
+    def __init__(self, sigreg: SIGReg) -> None:
+        self.sigreg = sigreg
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.sigreg.step = state.global_step * args.gradient_accumulation_steps

@@ -1,0 +1,162 @@
+"""Recipes: a YAML file plus command-line overrides, parsed into dataclasses with HfArgumentParser.
+
+Every ``SentenceTransformerTrainingArguments`` field is a recipe key and a ``--flag`` for free; the
+ragcun options live in the three dataclasses below. A key that exists nowhere is refused with the
+closest valid name, before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from sentence_transformers import SentenceTransformerTrainingArguments
+from transformers import HfArgumentParser
+
+from ragcun.model import DEFAULT_BASE_MODEL, PROJECTION_INITS
+
+
+@dataclass
+class ModelArguments:
+    """The model stack (see ``ragcun.build_model``)."""
+
+    base_model: str = field(default=DEFAULT_BASE_MODEL, metadata={"help": "Hub id or local folder of the base embedder."})
+    output_dim: int = field(default=512, metadata={"help": "Width of the N(0, I) embedding."})
+    init: str = field(default="mrl", metadata={"help": f"Projection init: {', '.join(PROJECTION_INITS)}."})
+    init_samples: int = field(default=2000, metadata={"help": "Training texts used to fit the whiten/mrl projection."})
+    freeze_layers: int = field(default=4, metadata={"help": "Freeze the first N transformer layers."})
+    freeze_embeddings: bool = field(default=False, metadata={"help": "Freeze the token embedding matrix."})
+    max_seq_length: int | None = field(default=256, metadata={"help": "Truncate inputs to this many tokens."})
+    tiny_base: bool = field(
+        default=False,
+        metadata={"help": "Ignore base_model and build a tiny random EmbeddingGemma-shaped base from a config "
+                  "(offline demos and tests): tokenizer trained on the training texts."},
+    )
+    tiny_hidden_size: int = field(default=64, metadata={"help": "Hidden size of the tiny base."})
+    tiny_num_layers: int = field(default=4, metadata={"help": "Transformer layers of the tiny base."})
+
+    def __post_init__(self) -> None:
+        if self.output_dim <= 0:
+            raise ValueError(f"output_dim must be a positive integer, got {self.output_dim}.")
+        if self.init not in PROJECTION_INITS:
+            raise ValueError(f"init must be one of {', '.join(PROJECTION_INITS)}, got {self.init!r}.")
+        if self.freeze_layers < 0:
+            raise ValueError(f"freeze_layers must be >= 0, got {self.freeze_layers}.")
+
+
+@dataclass
+class LossArguments:
+    """The LeJEPA objective (see ``ragcun.LeJEPALoss``)."""
+
+    lambda_contrastive: float = field(default=1.0, metadata={"help": "Weight of the Euclidean MNRL term."})
+    lambda_isotropy: float = field(default=0.01, metadata={"help": "Weight of SIGReg."})
+    num_slices: int = field(default=1024, metadata={"help": "Random directions per SIGReg step."})
+    mnrl_scale: float = field(default=1.0, metadata={"help": "Logit scale per unit of L2 distance."})
+    gradcache_mini_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Use CachedLeJEPALoss (GradCache) with this mini-batch size: large batches in small memory."},
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("lambda_contrastive", "lambda_isotropy"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}. Use 0 to switch that term off.")
+        if self.lambda_contrastive == 0 and self.lambda_isotropy == 0:
+            raise ValueError("lambda_contrastive and lambda_isotropy are both 0: nothing would be trained.")
+        if self.num_slices < 1:
+            raise ValueError(f"num_slices must be a positive integer, got {self.num_slices}.")
+        if self.gradcache_mini_batch_size is not None and self.gradcache_mini_batch_size < 1:
+            raise ValueError(f"gradcache_mini_batch_size must be positive, got {self.gradcache_mini_batch_size}.")
+
+
+@dataclass
+class DataArguments:
+    """Where the triplets come from, and the held-out sample watched during training."""
+
+    train_data: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Training sources: local files/globs/BEIR folders or Hub dataset ids. In a recipe, an entry "
+                  "may also be a mapping of ragcun.data.DataSource fields (path, split, columns, max_samples, ...)."},
+    )
+    max_samples: int | None = field(default=None, metadata={"help": "Cap on training rows after mixing the sources."})
+    eval_size: int = field(default=200, metadata={"help": "Held-out rows (split by query, so no query leaks)."})
+    eval_metric: str = field(default="mrr@10", metadata={"help": "Primary figure of the held-out evaluator."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Allow writing into an output_dir that already holds a model or checkpoints."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.eval_size < 0:
+            raise ValueError(f"eval_size must be >= 0, got {self.eval_size}.")
+        if self.max_samples is not None and self.max_samples <= 0:
+            raise ValueError(f"max_samples must be positive, got {self.max_samples}.")
+
+
+RECIPE_DATACLASSES = (ModelArguments, LossArguments, DataArguments, SentenceTransformerTrainingArguments)
+
+
+@dataclass
+class Recipe:
+    model: ModelArguments
+    loss: LossArguments
+    data: DataArguments
+    training: SentenceTransformerTrainingArguments
+    resolved: dict[str, Any]  # the YAML with the command-line overrides applied, as the run used it
+
+
+def _valid_keys() -> set[str]:
+    return {f.name for dataclass_type in RECIPE_DATACLASSES for f in fields(dataclass_type) if f.init}
+
+
+def _refuse_unknown(keys: list[str], where: str) -> None:
+    valid = _valid_keys()
+    for key in keys:
+        if key not in valid:
+            close = difflib.get_close_matches(key, sorted(valid), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            label = f"option --{key}" if where == "option" else f"{where} {key!r}"
+            raise ValueError(f"Unknown {label}.{hint} Run `python train.py --help` for every option.")
+
+
+def load_recipe_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Recipe {path} does not exist. Recipes live in recipes/, e.g. recipes/quickstart.yaml.")
+    recipe = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(recipe, dict):
+        raise ValueError(f"Recipe {path} must be a YAML mapping of option: value, got {type(recipe).__name__}.")
+    return recipe
+
+
+def parse_recipe(argv: list[str] | None = None) -> Recipe:
+    """``--config recipe.yaml`` (optional) and ``--any_option value`` overrides, in that order of precedence."""
+    pre_parser = argparse.ArgumentParser(add_help=False)
+    pre_parser.add_argument("--config", default=None)
+    known, overrides = pre_parser.parse_known_args(argv)
+    recipe = load_recipe_file(known.config) if known.config else {}
+    _refuse_unknown(list(recipe), "recipe key")
+    flags = [token[2:].split("=", 1)[0] for token in overrides if token.startswith("--")]
+    _refuse_unknown([flag for flag in flags if flag not in ("help",)], "option")
+
+    parser = HfArgumentParser(RECIPE_DATACLASSES)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        # Several processes and no GPU (`accelerate launch --multi_gpu` or torchrun on a CPU machine): without
+        # use_cpu the trainer would not set up gloo and each process would silently train alone.
+        parser.set_defaults(use_cpu=True)
+    parser.set_defaults(**recipe)
+    model_args, loss_args, data_args, training_args = parser.parse_args_into_dataclasses(args=overrides)
+    parsed = {}
+    for instance in (model_args, loss_args, data_args, training_args):
+        parsed.update({f.name: getattr(instance, f.name) for f in fields(instance) if f.init})
+    resolved = {**recipe, **{flag: parsed[flag] for flag in flags if flag in parsed}}
+    # ragcun's own options are written out in full, so a re-run does not depend on today's defaults
+    for instance in (model_args, loss_args, data_args):
+        resolved.update({f.name: getattr(instance, f.name) for f in fields(instance)})
+    resolved.setdefault("output_dir", training_args.output_dir)
+    return Recipe(model_args, loss_args, data_args, training_args, resolved)

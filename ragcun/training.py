@@ -1,0 +1,268 @@
+"""run_training(recipe): data → model → LeJEPA loss → SentenceTransformerTrainer → saved model + summary.
+
+No hand-written loop: the trainer (accelerate underneath) owns batching, distribution, logging,
+checkpoints and resumption. This module wires ragcun's parts into it and writes what a user needs
+afterwards: the plain-loadable model, the resolved recipe and ``training_summary.json``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from datasets import Dataset
+from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+
+from ragcun.data import DataSource, load_training_data, validate_sources
+from ragcun.losses import CachedLeJEPALoss, LeJEPALoss
+from ragcun.model import build_model, load_base
+from ragcun.monitor import IsotropyRetrievalEvaluator, SIGRegStepCallback
+from ragcun.recipe import Recipe
+
+logger = logging.getLogger(__name__)
+SUMMARY_FIGURES = ("mrr@10", "recall@10", "mean_norm", "variance_mean", "cov_identity_fro", "cov_identity_fro_floor",
+                   "mean_abs_offdiag_corr", "sigreg", "is_isotropic")
+
+
+def _plain(value: Any) -> Any:
+    """YAML/JSON-safe copy: enums to their values, paths to strings."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _is_complete_checkpoint(folder: Path) -> bool:
+    """The trainer writes trainer_state.json last: a run killed mid-save leaves a folder without a valid one."""
+    try:
+        json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def last_complete_checkpoint(output_dir: Path) -> str | None:
+    """The newest checkpoint-N in output_dir that was written to the end, skipping one cut off by a kill."""
+    folders = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    for folder in sorted(folders, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        if _is_complete_checkpoint(folder):
+            return str(folder)
+        logger.warning("Skipping %s: it was not written to the end (the run was likely killed while saving).", folder)
+    return None
+
+
+def _resume_target(value: Any, output_dir: Path) -> str | None:
+    """``--resume_from_checkpoint true`` means the newest complete checkpoint in output_dir; a path means that one."""
+    if value in (None, False) or str(value).lower() in ("", "false", "none", "no"):
+        return None
+    if str(value).lower() in ("true", "last", "yes"):
+        last = last_complete_checkpoint(output_dir) if output_dir.is_dir() else None
+        if last is None:
+            raise ValueError(f"--resume_from_checkpoint: no complete checkpoint-* folder in {output_dir} to resume from.")
+        return last
+    if not Path(value).is_dir() or not _is_complete_checkpoint(Path(value)):
+        raise ValueError(
+            f"--resume_from_checkpoint: {value} is not a complete checkpoint folder (no valid trainer_state.json). "
+            "Pass --resume_from_checkpoint true to take the newest complete one."
+        )
+    return str(value)
+
+
+@dataclass
+class PreparedRun:
+    """What is known before any model is loaded: the checked sources, the data, where to resume."""
+
+    train_dataset: Dataset
+    eval_dataset: Dataset | None
+    resume: str | None
+
+
+def prepare_run(recipe: Recipe) -> PreparedRun:
+    """Check the recipe, the output dir and the data before any model is loaded.
+
+    Every bad input (missing file, misnamed columns, empty data, occupied output dir) fails here, in
+    seconds, with nothing on disk touched.
+    """
+    sources, resume = check_before_loading(recipe)
+    train_dataset, eval_dataset = load_training_data(
+        sources, max_samples=recipe.data.max_samples, seed=recipe.training.seed, eval_size=recipe.data.eval_size or None
+    )
+    return PreparedRun(train_dataset, eval_dataset, resume)
+
+
+def check_before_loading(recipe: Recipe) -> tuple[list[DataSource], str | None]:
+    """Every check that needs no model and no data loading, so mistakes cost seconds, not minutes."""
+    if not recipe.data.train_data:
+        raise ValueError("No training data: set train_data in the recipe or pass --train_data FILE [FILE ...].")
+    sources = validate_sources(recipe.data.train_data)
+    output_dir = Path(recipe.training.output_dir)
+    resume = _resume_target(recipe.training.resume_from_checkpoint, output_dir)
+    if output_dir.is_dir() and any(output_dir.iterdir()) and resume is None and not recipe.data.overwrite_output_dir:
+        raise ValueError(
+            f"output_dir {output_dir} already holds files (a model or checkpoints). Pass --resume_from_checkpoint true "
+            "to continue that run, --overwrite_output_dir true to write over it, or choose another --output_dir."
+        )
+    if recipe.loss.lambda_isotropy > 0 and recipe.training.per_device_train_batch_size < 2:
+        raise ValueError("SIGReg needs a batch of at least 2: raise per_device_train_batch_size.")
+    return sources, resume
+
+
+def _init_texts(train_dataset, count: int, seed: int) -> dict[str, list[str]]:
+    """A sample of the training texts, queries with the query prompt and passages with the document prompt."""
+    anchors = list(dict.fromkeys(train_dataset["anchor"]))
+    passages = list(dict.fromkeys(t for column in train_dataset.column_names[1:] for t in train_dataset[column]))
+    rng = random.Random(seed)
+    rng.shuffle(anchors)
+    rng.shuffle(passages)
+    half = count // 2
+    return {"query": anchors[:half], "document": passages[: count - min(half, len(anchors))]}
+
+
+def _column_prompts(model: SentenceTransformer, columns: list[str]) -> dict[str, str] | None:
+    """Train with the prompts the model will be used with: query prompt on anchors, document prompt elsewhere."""
+    if "query" not in model.prompts or "document" not in model.prompts:
+        return None
+    return {column: model.prompts["query" if column == "anchor" else "document"] for column in columns}
+
+
+def _heldout_evaluator(eval_dataset, metric: str) -> IsotropyRetrievalEvaluator | None:
+    if eval_dataset is None or len(eval_dataset) == 0:
+        return None
+    queries, positives = eval_dataset["anchor"], eval_dataset["positive"]
+    extra = [t for column in eval_dataset.column_names[2:] for t in eval_dataset[column]]
+    return IsotropyRetrievalEvaluator(queries, positives, extra_documents=extra, name="heldout", primary_metric=metric)
+
+
+def _save_model_atomically(model: SentenceTransformer, final_dir: Path) -> None:
+    """Write beside, then swap: a crash mid-save leaves the previous final model intact."""
+    tmp, old = final_dir.with_name(f".{final_dir.name}.tmp"), final_dir.with_name(f".{final_dir.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save(str(tmp))
+    if final_dir.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final_dir, old)
+    os.replace(tmp, final_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def run_training(recipe: Recipe, prepared: PreparedRun | None = None) -> dict[str, Any]:
+    """Train as the recipe says; returns the training summary (also written to output_dir)."""
+    started = time.time()
+    prepared = prepared or prepare_run(recipe)
+    train_dataset, eval_dataset, resume = prepared.train_dataset, prepared.eval_dataset, prepared.resume
+    args, model_args, loss_args, data_args = recipe.training, recipe.model, recipe.loss, recipe.data
+    output_dir = Path(args.output_dir)
+    init_texts = _init_texts(train_dataset, model_args.init_samples, args.seed)
+
+    base_model: str | SentenceTransformer = model_args.base_model
+    if model_args.tiny_base:
+        from ragcun.tiny_model import build_tiny_gemma
+
+        tiny_dir = output_dir / "tiny-base"
+        with args.main_process_first(desc="building the tiny base"):
+            if not (tiny_dir / "modules.json").is_file():
+                texts = [t for column in train_dataset.column_names for t in train_dataset[column]]
+                if eval_dataset is not None:
+                    texts += [t for column in eval_dataset.column_names for t in eval_dataset[column]]
+                build_tiny_gemma(tiny_dir, texts, hidden_size=model_args.tiny_hidden_size,
+                                 num_layers=model_args.tiny_num_layers, seed=args.seed)
+        base_model = str(tiny_dir)
+    base = load_base(base_model)
+    evaluator = _heldout_evaluator(eval_dataset, data_args.eval_metric)
+    # the base as released (its own similarity, normalized if it normalizes): the starting point a user has
+    base_metrics = evaluator(base) if evaluator is not None else {}
+    model = build_model(
+        base,
+        output_dim=model_args.output_dim,
+        init=model_args.init,
+        init_texts=init_texts if model_args.init != "random" else None,
+        freeze_layers=model_args.freeze_layers,
+        freeze_embeddings=model_args.freeze_embeddings,
+        max_seq_length=model_args.max_seq_length,
+        seed=args.seed,
+    )
+    if args.prompts is None:
+        args.prompts = _column_prompts(model, train_dataset.column_names)
+
+    loss_kwargs = dict(lambda_contrastive=loss_args.lambda_contrastive, lambda_isotropy=loss_args.lambda_isotropy,
+                       num_slices=loss_args.num_slices, scale=loss_args.mnrl_scale, seed=args.seed)
+    if loss_args.gradcache_mini_batch_size:
+        loss = CachedLeJEPALoss(model, mini_batch_size=loss_args.gradcache_mini_batch_size, **loss_kwargs)
+    else:
+        loss = LeJEPALoss(model, **loss_kwargs)
+
+    before = evaluator(model) if evaluator is not None else {}
+
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset if evaluator is not None else None,
+        loss=loss,
+        evaluator=evaluator,
+        callbacks=[SIGRegStepCallback(loss.sigreg)],
+    )
+    train_output = trainer.train(resume_from_checkpoint=resume)
+    after = evaluator(model) if evaluator is not None else {}
+
+    summary: dict[str, Any] = {
+        "global_step": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "train_runtime_s": train_output.metrics.get("train_runtime"),
+        "wall_time_s": time.time() - started,
+        "resumed_from": resume,
+        "world_size": args.world_size,
+        "num_train_rows": len(train_dataset),
+        "num_eval_rows": 0 if eval_dataset is None else len(eval_dataset),
+        "final_metrics": after,
+        "best_metric": trainer.state.best_metric,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "base_metrics": base_metrics,
+        "isotropy_before": before,
+        "isotropy_after": after,
+        "log_history": trainer.state.log_history,
+    }
+    if trainer.is_world_process_zero():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        _save_model_atomically(model, output_dir / "final")
+        _atomic_write_text(output_dir / "recipe.yaml", yaml.safe_dump(_plain(recipe.resolved), sort_keys=False))
+        _atomic_write_text(output_dir / "training_summary.json", json.dumps(_plain(summary), indent=2) + "\n")
+        print_summary(summary, output_dir)
+    return summary
+
+
+def print_summary(summary: dict[str, Any], output_dir: Path) -> None:
+    columns = {"base model": summary["base_metrics"], "step 0": summary["isotropy_before"],
+               "trained": summary["isotropy_after"]}
+    print(f"\nTrained {summary['global_step']} steps in {summary['wall_time_s']:.0f}s; model saved to {output_dir / 'final'}")
+    if not all(columns.values()):
+        return
+    print("Held-out sample (queries and their documents kept out of training). N(0, I) means: mean_norm ~ 0, "
+          "variance ~ 1, cov_identity_fro ~ its floor, mean_abs_offdiag_corr ~ its floor, sigreg ~ 1.05.")
+    print(f"{'figure':<28}" + "".join(f"{name:>14}" for name in columns))
+    for figure in SUMMARY_FIGURES:
+        key = f"heldout_{figure}"
+        if all(key in values for values in columns.values()):
+            print(f"{figure:<28}" + "".join(f"{values[key]:>14.4f}" for values in columns.values()))
+    print(f"{'mean_abs_offdiag_corr_floor':<28}" + "".join(
+        f"{values['heldout_mean_abs_offdiag_corr_floor']:>14.4f}" for values in columns.values()))

@@ -1,0 +1,221 @@
+"""train.py end to end on tiny models: recipes, a real short run, kill-and-resume, two processes, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ragcun.recipe import parse_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "recipes" / "quickstart.yaml"
+TRIPLETS = REPO / "recipes" / "data" / "quickstart-triplets.jsonl"
+
+
+def small_recipe(tmp_path: Path, **overrides) -> Path:
+    """The quickstart recipe shrunk to seconds: fewer rows, fewer layers, a few steps."""
+    recipe = yaml.safe_load(QUICKSTART.read_text())
+    recipe.update(
+        train_data=[str(TRIPLETS)], max_samples=160, eval_size=32, tiny_num_layers=2, tiny_hidden_size=32,
+        output_dim=16, init_samples=120, num_slices=64, per_device_train_batch_size=16, max_steps=12,
+        logging_steps=1, eval_steps=6, save_steps=4, save_total_limit=None, load_best_model_at_end=False,
+        output_dir=str(tmp_path / "run"), disable_tqdm=True, dataloader_drop_last=True,
+    )
+    recipe.update(overrides)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def run_train(args: list[str], cwd: Path = REPO, timeout: int = 400, **popen) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout, **popen)
+
+
+# ---------------------------------------------------------------- recipes
+def test_recipe_and_overrides() -> None:
+    recipe = parse_recipe(["--config", str(QUICKSTART), "--learning_rate", "1e-3", "--output_dim", "16",
+                           "--lambda_isotropy", "0.2", "--train_data", "a.jsonl", "b.jsonl"])
+    assert recipe.training.learning_rate == 1e-3 and recipe.model.output_dim == 16
+    assert recipe.loss.lambda_isotropy == 0.2 and recipe.data.train_data == ["a.jsonl", "b.jsonl"]
+    assert recipe.model.tiny_base is True and recipe.training.per_device_train_batch_size == 32  # from the YAML
+    assert recipe.resolved["learning_rate"] == 1e-3 and recipe.resolved["num_train_epochs"] == 40
+
+
+def test_every_training_argument_is_a_flag() -> None:
+    recipe = parse_recipe(["--config", str(QUICKSTART), "--gradient_accumulation_steps", "3", "--batch_sampler",
+                           "no_duplicates", "--gradcache_mini_batch_size", "8", "--freeze_embeddings", "true"])
+    assert recipe.training.gradient_accumulation_steps == 3
+    assert str(recipe.training.batch_sampler.value if hasattr(recipe.training.batch_sampler, "value") else recipe.training.batch_sampler) == "no_duplicates"
+    assert recipe.loss.gradcache_mini_batch_size == 8 and recipe.model.freeze_embeddings is True
+
+
+def test_unknown_keys_name_the_closest_option(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="Unknown recipe key 'lamda_isotropy'. Did you mean 'lambda_isotropy'"):
+        parse_recipe(["--config", str(small_recipe(tmp_path, lamda_isotropy=0.1))])
+    with pytest.raises(ValueError, match="Unknown option --learning_rat. Did you mean 'learning_rate'"):
+        parse_recipe(["--config", str(QUICKSTART), "--learning_rat", "1"])
+    with pytest.raises(ValueError, match="lambda_isotropy must be >= 0"):
+        parse_recipe(["--config", str(QUICKSTART), "--lambda_isotropy", "-1"])
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        parse_recipe(["--config", str(tmp_path / "missing.yaml")])
+
+
+# ---------------------------------------------------------------- a real short run
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("train")
+    result = run_train(["--config", str(small_recipe(tmp, max_steps=24, learning_rate=1e-3, lambda_isotropy=0.2))])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp / "run"
+
+
+def _curve(summary: dict, key: str) -> list[float]:
+    return [entry[key] for entry in summary["log_history"] if key in entry]
+
+
+def test_short_run_lowers_contrastive_and_sigreg(trained_run: Path) -> None:
+    summary = json.loads((trained_run / "training_summary.json").read_text())
+    assert summary["global_step"] == 24
+    contrastive, sigreg = _curve(summary, "contrastive"), _curve(summary, "sigreg")
+    assert len(contrastive) == 24 and len(sigreg) == 24  # logged separately, every step
+    # averages over the first and last quarter of the run, to see the trend through batch noise
+    assert sum(contrastive[-6:]) < sum(contrastive[:6])
+    assert sum(sigreg[-6:]) < sum(sigreg[:6])
+    assert any("eval_heldout_mrr@10" in entry for entry in summary["log_history"])
+
+
+def test_outputs_are_plain_and_complete(trained_run: Path) -> None:
+    final = trained_run / "final"
+    assert (final / "modules.json").is_file() and "ragcun" not in (final / "modules.json").read_text()
+    config = json.loads((final / "config_sentence_transformers.json").read_text())
+    assert config["similarity_fn_name"] == "euclidean" and config["prompts"]["query"].startswith("task: search result")
+    resolved = yaml.safe_load((trained_run / "recipe.yaml").read_text())
+    assert resolved["max_steps"] == 24 and resolved["lambda_isotropy"] == 0.2 and resolved["tiny_base"] is True
+    summary = json.loads((trained_run / "training_summary.json").read_text())
+    for key in ("train_runtime_s", "final_metrics", "isotropy_before", "isotropy_after", "best_metric"):
+        assert key in summary
+
+
+def test_existing_output_dir_is_refused_without_overwrite(trained_run: Path) -> None:
+    before = sorted(p.name for p in trained_run.iterdir())
+    result = run_train(["--config", str(trained_run.parent / "recipe.yaml")])
+    assert result.returncode != 0 and "already holds files" in result.stderr
+    assert sorted(p.name for p in trained_run.iterdir()) == before
+
+
+# ---------------------------------------------------------------- kill and resume
+def test_sigkill_then_resume_finishes_with_the_same_step_count(tmp_path: Path) -> None:
+    recipe = small_recipe(tmp_path, max_steps=16, save_steps=2, eval_strategy="no", load_best_model_at_end=False)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    process = subprocess.Popen([sys.executable, str(REPO / "train.py"), "--config", str(recipe)], cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = tmp_path / "run"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (run_dir / "checkpoint-6").is_dir():
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert (run_dir / "checkpoint-6").is_dir(), "training never reached a checkpoint"
+    assert not (run_dir / "final").exists(), "killed too late: the run had already finished"
+
+    result = run_train(["--config", str(recipe), "--resume_from_checkpoint", "true"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run_dir / "training_summary.json").read_text())
+    assert summary["global_step"] == 16
+    assert summary["resumed_from"] is not None and "checkpoint-" in summary["resumed_from"]
+    assert (run_dir / "final" / "modules.json").is_file()
+
+
+# ---------------------------------------------------------------- bad input, before any model is loaded
+@pytest.mark.parametrize(
+    ("data_line", "message"),
+    [
+        ('{"text": "q", "reply": "a"}', "found no anchor and no positive column"),
+        ("", "no data rows"),
+    ],
+    ids=["misnamed-columns", "empty-data"],
+)
+def test_bad_data_fails_before_the_model(tmp_path: Path, data_line: str, message: str) -> None:
+    data = tmp_path / "bad.jsonl"
+    data.write_text("".join(data_line + "\n" for _ in range(100)) if data_line else "")
+    result = run_train(["--config", str(small_recipe(tmp_path, train_data=[str(data)]))], timeout=120)
+    assert result.returncode != 0
+    assert "train.py: error:" in result.stderr and "Traceback" not in result.stderr
+    assert re.search(message, result.stderr, re.IGNORECASE), result.stderr[-2000:]
+    assert not (tmp_path / "run").exists()  # nothing was built or written
+
+
+@pytest.mark.parametrize(
+    ("train_data", "message"),
+    [(["does/not/exist.jsonl"], "no file or folder 'does/not/exist.jsonl'"), (["data.xlsx"], "supported extensions")],
+    ids=["missing-file", "unsupported-extension"],
+)
+def test_bad_sources_fail_fast(tmp_path: Path, train_data: list[str], message: str) -> None:
+    if train_data == ["data.xlsx"]:
+        (tmp_path / "data.xlsx").write_text("x")
+        train_data = [str(tmp_path / "data.xlsx")]
+    result = run_train(["--config", str(small_recipe(tmp_path, train_data=train_data))], timeout=120)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert re.search(message, result.stderr, re.IGNORECASE), result.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- two processes
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_processes_log_the_loss_curve_of_one_with_double_batch(tmp_path: Path) -> None:
+    """accelerate + gloo: same data order, same global batch, SIGReg and MNRL on the global batch.
+
+    On a machine without GPUs, accelerate starts several processes through torchrun only with
+    --multi_gpu (its --cpu launcher runs a single process unless given an MPI hostfile); ragcun then
+    switches the trainer to use_cpu, i.e. gloo.
+    """
+    common = dict(max_steps=4, logging_steps=1, eval_strategy="no", save_strategy="no", eval_size=0, init="mrl")
+    single = small_recipe(tmp_path / "single", per_device_train_batch_size=16, output_dir=str(tmp_path / "single" / "run"), **common)
+    double = small_recipe(tmp_path / "double", per_device_train_batch_size=8, output_dir=str(tmp_path / "double" / "run"), **common)
+    result = run_train(["--config", str(single)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu", "--main_process_port", str(_free_port()),
+              str(REPO / "train.py"), "--config", str(double)]
+    result = subprocess.run(launch, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    curves = []
+    for run, world_size in ((tmp_path / "single" / "run", 1), (tmp_path / "double" / "run", 2)):
+        summary = json.loads((run / "training_summary.json").read_text())
+        assert summary["world_size"] == world_size
+        history = summary["log_history"]
+        curves.append({key: [e[key] for e in history if key in e] for key in ("loss", "contrastive", "sigreg")})
+    for key in ("loss", "contrastive", "sigreg"):
+        assert len(curves[0][key]) == 4, key
+        assert curves[1][key] == pytest.approx(curves[0][key], rel=1e-4), key
+
+
+# ---------------------------------------------------------------- the quickstart itself
+def test_quickstart_completes_and_moves_toward_gaussian(tmp_path: Path) -> None:
+    result = run_train(["--config", str(QUICKSTART), "--output_dir", str(tmp_path / "quickstart"), "--disable_tqdm", "true"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "step 0" in result.stdout and "trained" in result.stdout and "sigreg" in result.stdout
+    summary = json.loads((tmp_path / "quickstart" / "training_summary.json").read_text())
+    before, after = summary["isotropy_before"], summary["isotropy_after"]
+    assert after["heldout_sigreg"] < before["heldout_sigreg"]
+    assert after["heldout_mrr@10"] > before["heldout_mrr@10"]
