@@ -141,7 +141,8 @@ def parse_recipe(argv: list[str] | None = None) -> Recipe:
     known, overrides = pre_parser.parse_known_args(argv)
     recipe = load_recipe_file(known.config) if known.config else {}
     _refuse_unknown(list(recipe), "recipe key")
-    flags = [token[2:].split("=", 1)[0] for token in overrides if token.startswith("--")]
+    # HfArgumentParser accepts --some-option as well as --some_option
+    flags = [token[2:].split("=", 1)[0].replace("-", "_") for token in overrides if token.startswith("--")]
     _refuse_unknown([flag for flag in flags if flag not in ("help",)], "option")
 
     parser = HfArgumentParser(RECIPE_DATACLASSES)

@@ -46,7 +46,7 @@ def run_train(args: list[str], cwd: Path = REPO, timeout: int = 400, **popen) ->
 # ---------------------------------------------------------------- recipes
 def test_recipe_and_overrides() -> None:
     recipe = parse_recipe(["--config", str(QUICKSTART), "--learning_rate", "1e-3", "--output_dim", "16",
-                           "--lambda_isotropy", "0.2", "--train_data", "a.jsonl", "b.jsonl"])
+                           "--lambda-isotropy", "0.2", "--train_data", "a.jsonl", "b.jsonl"])
     assert recipe.training.learning_rate == 1e-3 and recipe.model.output_dim == 16
     assert recipe.loss.lambda_isotropy == 0.2 and recipe.data.train_data == ["a.jsonl", "b.jsonl"]
     assert recipe.model.tiny_base is True and recipe.training.per_device_train_batch_size == 32  # from the YAML
