@@ -20,12 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from _embedding_cache import encode_cached  # noqa: E402
-
-from ragcun.beir import load_beir  # noqa: E402
+from ragcun.beir import load_beir
+from ragcun.embedding_cache import encode_cached
 
 
 def training_sample(train_dir: Path, size: int, seed: int) -> tuple[list[str], list[str]]:

@@ -1,7 +1,8 @@
 """Encode text lists once per (model, texts, prompt, seq length) and keep the result on disk.
 
-Benchmarks and experiments re-read the same corpora many times; encoding dominates their cost
-on a CPU, so every script goes through this cache.
+Evaluation and benchmarks re-read the same corpora many times; encoding dominates their cost on a
+CPU (SciFact's corpus takes about half an hour with EmbeddingGemma here), so they all go through
+this cache. Files are plain ``.npy`` arrays, read with ``allow_pickle=False``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,18 @@ from pathlib import Path
 
 import numpy as np
 from sentence_transformers import SentenceTransformer
+
+
+def model_fingerprint(model_name_or_path: str) -> str:
+    """Name plus, for a local folder, the size and mtime of its files: a retrained model gets new keys."""
+    path = Path(str(model_name_or_path)).expanduser()
+    if not path.is_dir():
+        return str(model_name_or_path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        stat = file.stat()
+        digest.update(f"{file.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return f"{path.name}@{digest.hexdigest()[:12]}"
 
 
 def cache_key(model_id: str, texts: list[str], prompt_name: str | None, max_seq_length: int) -> str:

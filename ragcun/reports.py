@@ -1,0 +1,207 @@
+"""Compare models side by side on BEIR folders and write the report files.
+
+Each model is encoded once per corpus (cached on disk), then every figure — isotropy, retrieval,
+separation, calibration — is computed from those embeddings with the model's own similarity and
+prompts. Files are written beside and renamed, so an interrupted run never leaves a half-written
+report in place of the previous one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sentence_transformers import SentenceTransformer
+
+from ragcun import evaluation, plots
+from ragcun.beir import BeirSplit, load_beir
+from ragcun.embedding_cache import encode_cached, model_fingerprint
+from ragcun.isotropy import isotropy_report
+from ragcun.model import load_base
+
+
+@dataclass
+class System:
+    """One row of the comparison: a model (or a model plus post-hoc whitening) on one dataset."""
+
+    name: str
+    dataset: str
+    similarity: str
+    queries: np.ndarray
+    documents: np.ndarray
+    metrics: dict = field(default_factory=dict)
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """Fail before any encoding if the reports could not be written."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise ValueError(f"Cannot write reports to {output_dir}: {error}. Choose a writable --output-dir.") from error
+
+
+def atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def relevance_threshold(split: BeirSplit) -> int:
+    """TREC-style graded qrels (0–3) count grade >= 2 as relevant; binary qrels count 1."""
+    return 2 if max(g for judged in split.qrels.values() for g in judged.values()) >= 3 else 1
+
+
+def encode_dataset(model: SentenceTransformer, model_key: str, split: BeirSplit, cache_dir: Path, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    def prompt(name: str) -> str | None:
+        return name if name in model.prompts else None
+
+    queries = encode_cached(model, model_key, split.query_texts, prompt("query"), cache_dir, batch_size)
+    documents = encode_cached(model, model_key, split.corpus_texts, prompt("document"), cache_dir, batch_size)
+    return queries, documents
+
+
+def score_system(system: System, split: BeirSplit) -> evaluation.ReliabilityCurve:
+    threshold = relevance_threshold(split)
+    ranking = evaluation.rank(system.queries, system.documents, system.similarity, depth=100)
+    labels = evaluation.relevance_labels(ranking, split, threshold)
+    system.metrics.update(evaluation.retrieval_metrics(ranking, split, threshold))
+    system.metrics.update(evaluation.separation(ranking, labels))
+    system.metrics.update(evaluation.null_calibration(system.queries, system.documents, ranking, labels, split))
+    calibration, curve = evaluation.logistic_calibration(ranking, labels)
+    system.metrics.update(calibration)
+    return curve
+
+
+def evaluate_models(
+    models: dict[str, str],
+    datasets: list[Path],
+    output_dir: Path,
+    *,
+    split_name: str = "test",
+    max_seq_length: int | None = 256,
+    batch_size: int = 32,
+    cache_dir: Path | None = None,
+    whiten: bool = False,
+) -> list[System]:
+    """``models`` maps a display name to a model path or Hub id. Returns every system with its metrics."""
+    check_output_dir(output_dir)
+    cache_dir = cache_dir or Path.home() / ".cache" / "ragcun" / "embeddings"
+    splits = {Path(folder).name: load_beir(folder, split_name) for folder in datasets}  # bad folders fail here
+    loaded = {name: load_base(path) for name, path in models.items()}
+    systems: list[System] = []
+    curves: dict[str, evaluation.ReliabilityCurve] = {}
+    for name, model in loaded.items():
+        if max_seq_length:
+            model.max_seq_length = max_seq_length
+        key = f"{model_fingerprint(models[name])}|{name}"
+        similarity = str(getattr(model, "similarity_fn_name", None) or "cosine")
+        for dataset, split in splits.items():
+            queries, documents = encode_dataset(model, key, split, cache_dir, batch_size)
+            variants = [System(name, dataset, similarity, queries, documents)]
+            if whiten:
+                weight, bias = evaluation.whitening(documents)
+                variants.append(System(f"{name} + whitening", dataset, "euclidean", queries @ weight.T + bias, documents @ weight.T + bias))
+            for system in variants:
+                curve = score_system(system, split)
+                curves[f"{system.name} ({system.dataset})"] = curve
+                systems.append(system)
+    write_reports(systems, curves, output_dir)
+    return systems
+
+
+ISOTROPY_COLUMNS = ("mean_norm", "norm_mean", "expected_norm_mean", "variance_mean", "variance_min", "variance_max",
+                    "cov_identity_fro", "cov_identity_fro_floor", "cov_floor_ratio", "mean_abs_offdiag_corr",
+                    "mean_abs_offdiag_corr_floor", "effective_rank", "isoscore", "sigreg", "is_isotropic")
+PERFORMANCE_COLUMNS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "separation_standardized", "separation_auc",
+                       "separation_raw", "null_ks", "pvalue_precision", "pvalue_recall", "ece", "brier")
+
+
+def _csv(rows: list[dict], columns: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def write_reports(systems: list[System], curves: dict[str, evaluation.ReliabilityCurve], output_dir: Path) -> None:
+    isotropy_rows, performance_rows = [], []
+    first_dataset = systems[0].dataset
+    documents_for_plot = {}
+    for system in systems:
+        report = isotropy_report(system.documents, sigreg_slices=256)
+        isotropy_rows.append({"model": system.name, "dataset": system.dataset, "n_documents": len(system.documents),
+                              "dim": system.documents.shape[1], **{k: report[k] for k in ISOTROPY_COLUMNS}})
+        performance_rows.append({"model": system.name, "dataset": system.dataset, "similarity": system.similarity,
+                                 **system.metrics})
+        if system.dataset == first_dataset:
+            documents_for_plot[system.name] = system.documents
+    atomic_write(output_dir / "isotropy_comparison.csv",
+                 _csv(isotropy_rows, ["model", "dataset", "n_documents", "dim", *ISOTROPY_COLUMNS]))
+    atomic_write(output_dir / "rag_performance_comparison.csv",
+                 _csv(performance_rows, ["model", "dataset", "similarity", *PERFORMANCE_COLUMNS]))
+    plots.isotropy_figure(documents_for_plot, output_dir / "isotropy_comparison.png")
+    plots.performance_figure(performance_rows, output_dir / "rag_performance.png")
+    plots.reliability_figure(curves, output_dir / "reliability.png")
+    atomic_write(output_dir / "report.md", render_markdown(isotropy_rows, performance_rows, first_dataset))
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    def cell(value) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(isotropy_rows: list[dict], performance_rows: list[dict], plotted_dataset: str) -> str:
+    return f"""# Evaluation report
+
+Each model is scored with its own similarity (cosine for a cosine model, L2 distance for a euclidean
+one) and its own query/document prompts, by exact search over the whole corpus.
+
+## Retrieval
+Read: higher is better; nDCG@10 uses graded relevance, the others count grade >= 2 as relevant on
+TREC-style 0–3 qrels and grade >= 1 otherwise (pytrec_eval).
+
+{_table(performance_rows, ["model", "dataset", "similarity", "ndcg@10", "recall@10", "recall@100", "mrr@10"])}
+
+![retrieval](rag_performance.png)
+
+## Separation
+Read the **standardized** gap (best relevant score minus the mean of the 10 best non-relevant ones,
+divided by the spread of the query's top-100 scores) and the AUC of relevant vs non-relevant among
+the top 100: both are unit-free and comparable across models. The raw gap is in each similarity's
+own unit (cosine vs L2 distance) and is **not** comparable across similarities.
+
+{_table(performance_rows, ["model", "dataset", "separation_standardized", "separation_auc", "separation_raw"])}
+
+## Calibration
+Read: `null_ks` is how far random non-relevant pairs are from the χ² null of N(0, I) embeddings
+(‖q − d‖²/2 ~ χ²_D; 0 = exact fit); `pvalue_precision` / `pvalue_recall` are what the threshold
+p < 0.01 ("closer than chance") retrieves among the top-100 candidates. ECE and Brier score a
+logistic P(relevant | score) fitted on half of the queries and tested on the other half (lower is
+better); see the reliability diagram.
+
+{_table(performance_rows, ["model", "dataset", "null_ks", "pvalue_precision", "pvalue_recall", "ece", "brier"])}
+
+![reliability](reliability.png)
+
+## Isotropy (document embeddings, as output)
+Read: N(0, I) has mean_norm ≈ 0, variances ≈ 1, ‖Cov − I‖_F near its sampling floor and mean
+|off-diagonal correlation| near its floor; `is_isotropic` applies all four criteria. The figure
+shows {plotted_dataset}.
+
+{_table(isotropy_rows, ["model", "dataset", "mean_norm", "variance_mean", "cov_identity_fro", "cov_identity_fro_floor", "mean_abs_offdiag_corr", "mean_abs_offdiag_corr_floor", "isoscore", "is_isotropic"])}
+
+![isotropy](isotropy_comparison.png)
+"""

@@ -1,0 +1,116 @@
+"""evaluate.py on two tiny models: every report file, the embedding cache, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from sentence_transformers import SentenceTransformer
+
+import evaluate
+from ragcun import build_model
+from tests.conftest import TOPICS, tiny_texts
+
+
+def write_beir(folder: Path, *, corpus: bool = True, bad_qrels: bool = False) -> Path:
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    docs, queries, qrels = [], [], []
+    for topic, facts in TOPICS.items():
+        for i, fact in enumerate(facts):
+            docs.append({"_id": f"{topic}-{i}", "title": topic, "text": fact})
+            queries.append({"_id": f"q-{topic}-{i}", "text": f"what about {topic} fact {i}"})
+            qrels.append((f"q-{topic}-{i}", f"{topic}-{i}", 1))
+    _, passages = tiny_texts()
+    docs += [{"_id": f"extra-{i}", "title": "", "text": text} for i, text in enumerate(passages)]  # distractors
+    if corpus:
+        (folder / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (folder / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    if bad_qrels:
+        qrels.append(("q-music-0", "no-such-doc", 1))
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in qrels))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def two_models(tiny_base_dir, tmp_path_factory) -> tuple[str, str]:
+    queries, passages = tiny_texts()
+    tuned = build_model(str(tiny_base_dir), output_dim=16, init="whiten",
+                        init_texts={"query": queries, "document": passages}, freeze_layers=0)
+    path = tmp_path_factory.mktemp("tuned") / "final"
+    tuned.save(str(path))
+    return str(path), str(tiny_base_dir)
+
+
+def run(args: list[str]) -> None:
+    evaluate.main(args)
+
+
+def test_reports_for_two_models(two_models, tmp_path: Path) -> None:
+    tuned, base = two_models
+    data = write_beir(tmp_path / "tinybeir")
+    out = tmp_path / "reports"
+    run(["--model", tuned, "--baseline", base, "--name", "ragcun", "--name", "base", "--data", str(data),
+         "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache"), "--whiten"])
+    for name in ("isotropy_comparison.csv", "isotropy_comparison.png", "rag_performance_comparison.csv",
+                 "rag_performance.png", "reliability.png", "report.md"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    rows = list(csv.DictReader((out / "rag_performance_comparison.csv").open()))
+    assert [(r["model"], r["similarity"]) for r in rows] == [
+        ("ragcun", "euclidean"), ("ragcun + whitening", "euclidean"), ("base", "cosine"), ("base + whitening", "euclidean")]
+    for row in rows:
+        assert 0.0 <= float(row["ndcg@10"]) <= 1.0 and 0.0 <= float(row["separation_auc"]) <= 1.0
+    iso = list(csv.DictReader((out / "isotropy_comparison.csv").open()))
+    assert {r["model"] for r in iso} == {r["model"] for r in rows} and "cov_identity_fro_floor" in iso[0]
+    report = (out / "report.md").read_text()
+    assert "**not** comparable across similarities" in report and "| ragcun | tinybeir | euclidean |" in report
+
+
+def test_embeddings_are_encoded_once(two_models, tmp_path: Path, monkeypatch) -> None:
+    tuned, _ = two_models
+    data = write_beir(tmp_path / "tinybeir")
+    args = ["--model", tuned, "--data", str(data), "--output-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")]
+    run(args)
+    cached = sorted((tmp_path / "c").glob("*.npy"))
+    assert len(cached) == 2  # queries and corpus
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("encoded again despite the cache")
+
+    monkeypatch.setattr(SentenceTransformer, "encode", refuse)
+    run(args)
+    assert sorted((tmp_path / "c").glob("*.npy")) == cached
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing-corpus", "not a complete BEIR folder: missing .*corpus.jsonl"),
+        ("unknown-qrels", "names ids that are not in the folder"),
+        ("empty-corpus", "holds no documents"),
+        ("no-model", "Could not load the base model"),
+        ("unwritable", "Cannot write reports"),
+    ],
+)
+def test_bad_input_is_refused_and_old_reports_survive(two_models, tmp_path: Path, case: str, message: str, capsys) -> None:
+    tuned, _ = two_models
+    data = write_beir(tmp_path / "tinybeir", corpus=case != "missing-corpus", bad_qrels=case == "unknown-qrels")
+    if case == "empty-corpus":
+        (data / "corpus.jsonl").write_text("")
+    out = tmp_path / "reports"
+    out.mkdir()
+    (out / "report.md").write_text("earlier report")
+    model = str(tmp_path / "no-such-model") if case == "no-model" else tuned
+    if case == "unwritable":
+        blocker = tmp_path / "a-file"
+        blocker.write_text("")
+        out_arg = blocker / "reports"  # a path under a regular file can never be created
+    else:
+        out_arg = out
+    with pytest.raises(SystemExit) as exit_info:
+        run(["--model", model, "--data", str(data), "--output-dir", str(out_arg), "--cache-dir", str(tmp_path / "c")])
+    import re
+
+    assert re.search(message, str(exit_info.value)), str(exit_info.value)
+    assert (out / "report.md").read_text() == "earlier report"
