@@ -20,7 +20,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", action="append", required=True, help="model path or Hub id (repeatable)")
     parser.add_argument("--baseline", action="append", default=[], help="baseline model path or Hub id (repeatable)")
     parser.add_argument("--name", action="append", default=[],
-                        help="display names, in the order --model ... then --baseline ... (default: folder names)")
+                        help="display names, in the order --model ... then --baseline ... (default: folder names); "
+                             "also the MTEB model name ('org/name' as given, else 'ragcun-eval/<name>')")
     parser.add_argument("--data", action="append", default=[], type=Path, help="BEIR folder (repeatable)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--output-dir", type=Path, default=Path("data/processed"))
@@ -28,7 +29,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--cache-dir", type=Path, default=None, help="embedding cache (default ~/.cache/ragcun/embeddings)")
     parser.add_argument("--whiten", action="store_true", help="add each model + post-hoc whitening fitted on the corpus")
+    parser.add_argument("--mteb-tasks", nargs="+", default=[], help="MTEB task names, run with mteb.evaluate (Hub data)")
+    parser.add_argument("--mteb-local", action="store_true", help="also run each --data folder as an MTEB retrieval task")
+    parser.add_argument("--sts", type=Path, default=None, help="an STS Benchmark folder, run as an MTEB STS task")
+    parser.add_argument("--mteb-output", type=Path, default=None, help="MTEB results folder (default OUTPUT_DIR/mteb)")
     return parser.parse_args(argv)
+
+
+def run_mteb_tasks(args: argparse.Namespace, models: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Named MTEB tasks and local folders through mteb, each model under its own explicit name."""
+    from ragcun.model import load_base
+    from ragcun.mteb_tasks import beir_retrieval_task, resolve_tasks, run_mteb, sts_task
+
+    tasks: list = list(resolve_tasks(args.mteb_tasks)) if args.mteb_tasks else []  # unknown names fail here
+    if args.mteb_local:
+        tasks += [beir_retrieval_task(folder, split=args.split) for folder in args.data]
+    if args.sts is not None:
+        tasks.append(sts_task(args.sts, split=args.split))
+    if not tasks:
+        return {}
+    output = args.mteb_output or args.output_dir / "mteb"
+    scores = {}
+    for name, path in models.items():
+        model = load_base(path)
+        if args.max_seq_length:
+            model.max_seq_length = args.max_seq_length
+        # an explicit name per model: a fine-tuned model never reads back its base model's cached results
+        scores[name] = run_mteb(model, tasks, output, model_name=name if "/" in name else f"ragcun-eval/{name}")
+    return scores
 
 
 def display_names(paths: list[str], names: list[str]) -> list[str]:
@@ -46,12 +74,15 @@ def main(argv: list[str] | None = None) -> None:
 
     paths = [*args.model, *args.baseline]
     try:
-        if not args.data:
-            raise ValueError("Nothing to evaluate on: pass --data BEIR_FOLDER (repeatable).")
+        if not args.data and not (args.mteb_tasks or args.sts):
+            raise ValueError("Nothing to evaluate on: pass --data BEIR_FOLDER (repeatable), --sts or --mteb-tasks.")
         models = dict(zip(display_names(paths, args.name), paths))
-        systems = evaluate_models(models, args.data, args.output_dir, split_name=args.split,
-                                  max_seq_length=args.max_seq_length, batch_size=args.batch_size,
-                                  cache_dir=args.cache_dir, whiten=args.whiten)
+        systems = []
+        if args.data:
+            systems = evaluate_models(models, args.data, args.output_dir, split_name=args.split,
+                                      max_seq_length=args.max_seq_length, batch_size=args.batch_size,
+                                      cache_dir=args.cache_dir, whiten=args.whiten)
+        mteb_scores = run_mteb_tasks(args, models)
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"evaluate.py: error: {error}")
     for system in systems:
@@ -59,6 +90,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{system.name:<32} {system.dataset:<20} {system.similarity:<9} nDCG@10 {m['ndcg@10']:.4f}  "
               f"R@10 {m['recall@10']:.4f}  MRR@10 {m['mrr@10']:.4f}  sep(std) {m['separation_standardized']:.3f}  "
               f"AUC {m['separation_auc']:.3f}  null KS {m['null_ks']:.3f}  ECE {m['ece']:.4f}")
+    for name, scores in mteb_scores.items():
+        for task, score in scores.items():
+            print(f"MTEB {task:<28} {name:<32} main score {score:.4f}")
     print(f"reports written to {args.output_dir}{os.sep}")
 
 

@@ -114,3 +114,31 @@ def test_bad_input_is_refused_and_old_reports_survive(two_models, tmp_path: Path
 
     assert re.search(message, str(exit_info.value)), str(exit_info.value)
     assert (out / "report.md").read_text() == "earlier report"
+
+
+def test_mteb_local_tasks_agree_with_the_reports(two_models, tmp_path: Path) -> None:
+    tuned, _ = two_models
+    data = write_beir(tmp_path / "tinybeir")
+    sts = tmp_path / "sts"
+    sts.mkdir()
+    pairs = [("planets orbit the sun", "the moon reflects sunlight", "3.0"), ("bread needs yeast", "boil pasta", "1.5"),
+             ("jazz uses improvisation", "a violin has four strings", "2.0"), ("insulin controls blood sugar",
+             "vaccines train the immune system", "2.5"), ("a comet has an icy tail", "sear the steak", "0.0")]
+    (sts / "sts-test.csv").write_text("".join(f"main-captions\tMSRvid\t2012test\t{i}\t{g}\t{a}\t{b}\n"
+                                              for i, (a, b, g) in enumerate(pairs)))
+    out = tmp_path / "reports"
+    run(["--model", tuned, "--name", "ragcun", "--data", str(data), "--mteb-local", "--sts", str(sts),
+         "--output-dir", str(out), "--cache-dir", str(tmp_path / "c")])
+    (revision,) = (out / "mteb" / "ragcun-eval__ragcun").iterdir()
+    retrieval = json.loads((revision / "LocalBEIR-tinybeir.json").read_text())
+    assert (revision / "LocalSTS-sts.json").is_file()  # a euclidean model runs on STS
+    mteb_ndcg = retrieval["scores"]["test"][0]["ndcg_at_10"]
+    (row,) = list(csv.DictReader((out / "rag_performance_comparison.csv").open()))
+    assert mteb_ndcg == pytest.approx(float(row["ndcg@10"]), abs=1e-5)  # mteb and the report rank alike
+
+
+def test_unknown_mteb_task_is_refused_with_close_matches(two_models, tmp_path: Path) -> None:
+    tuned, _ = two_models
+    with pytest.raises(SystemExit) as exit_info:
+        run(["--model", tuned, "--mteb-tasks", "SciFakt", "--output-dir", str(tmp_path / "r")])
+    assert "SciFact" in str(exit_info.value)
