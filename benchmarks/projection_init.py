@@ -48,6 +48,8 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "ragcun" / "embeddings")
     parser.add_argument("--encode-only", action="store_true", help="fill the cache and stop")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save-projected", type=Path, default=None,
+                        help="also write the default (mrl, fit: train) projected queries/corpus as .npy here")
     args = parser.parse_args()
 
     from sentence_transformers import SentenceTransformer
@@ -132,6 +134,12 @@ def report(fit: np.ndarray, queries: np.ndarray, corpus: np.ndarray, split, args
     for r in rows:
         print(f"{r['system']:<36}{r['ndcg@10']:>9.4f}{r['recall@10']:>8.4f}{r['mrr@10']:>8.4f}{r['corpus_mean_norm']:>9.2f}"
               f"{r['corpus_variance_mean']:>8.3f}{r['corpus_cov_floor_ratio']:>11.1f}{r['corpus_is_isotropic']!s:>6}")
+    if args.save_projected is not None:
+        weight, bias = fit_projection(fit, args.output_dim, "mrl", seed=args.seed)
+        w, b = weight.numpy(), bias.numpy()
+        args.save_projected.mkdir(parents=True, exist_ok=True)
+        np.save(args.save_projected / "scifact_queries_mrl.npy", (queries @ w.T + b).astype(np.float32), allow_pickle=False)
+        np.save(args.save_projected / "scifact_corpus_mrl.npy", (corpus @ w.T + b).astype(np.float32), allow_pickle=False)
     output = Path(__file__).parent / "results" / "projection_init_scifact.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=2) + "\n")

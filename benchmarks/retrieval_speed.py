@@ -232,7 +232,8 @@ def targets(result: dict) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[100_000, 1_000_000],
+                        help="synthetic corpus sizes; give none to run only the real embeddings")
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--queries1", type=int, default=200, help="batch-1 queries (halved above 200k documents)")
     parser.add_argument("--queries64", type=int, default=256, help="batch-64 queries (halved above 200k documents)")
