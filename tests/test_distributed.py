@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -43,7 +45,8 @@ def run_step(net: nn.Module, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def _worker(rank: int, init_file: str, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE,
+                            timeout=timedelta(seconds=120))
     try:
         net = make_net()
         model = DistributedDataParallel(net)
@@ -51,8 +54,11 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         result = run_step(model, local)
         result.update({f"grad.{name}": p.grad for name, p in net.named_parameters()})
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
+        dist.barrier()  # both results are on disk before either process leaves
     finally:
         dist.destroy_process_group()
+    # Leave at once: gloo's background threads can deadlock an ordinary interpreter shutdown now and then.
+    os._exit(0)
 
 
 @pytest.fixture(scope="module")
