@@ -16,7 +16,7 @@ import numpy as np
 from sentence_transformers import SentenceTransformer
 
 
-def model_fingerprint(model_name_or_path: str) -> str:
+def folder_fingerprint(model_name_or_path: str) -> str:
     """Name plus, for a local folder, the size and mtime of its files: a retrained model gets new keys."""
     path = Path(str(model_name_or_path)).expanduser()
     if not path.is_dir():

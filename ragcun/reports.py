@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,8 @@ from sentence_transformers import SentenceTransformer
 
 from ragcun import evaluation, plots
 from ragcun.beir import BeirSplit, load_beir
-from ragcun.embedding_cache import encode_cached, model_fingerprint
+from ragcun.embedding_cache import encode_cached, folder_fingerprint
+from ragcun.fileio import atomic_write_text
 from ragcun.isotropy import isotropy_report
 from ragcun.model import load_base
 
@@ -45,12 +45,6 @@ def check_output_dir(output_dir: Path) -> None:
             pass
     except OSError as error:
         raise ValueError(f"Cannot write reports to {output_dir}: {error}. Choose a writable --output-dir.") from error
-
-
-def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def relevance_threshold(split: BeirSplit) -> int:
@@ -100,7 +94,7 @@ def evaluate_models(
     for name, model in loaded.items():
         if max_seq_length:
             model.max_seq_length = max_seq_length
-        key = f"{model_fingerprint(models[name])}|{name}"
+        key = f"{folder_fingerprint(models[name])}|{name}"
         similarity = str(getattr(model, "similarity_fn_name", None) or "cosine")
         for dataset, split in splits.items():
             queries, documents = encode_dataset(model, key, split, cache_dir, batch_size)
@@ -144,14 +138,14 @@ def write_reports(systems: list[System], curves: dict[str, evaluation.Reliabilit
                                  **system.metrics})
         if system.dataset == first_dataset:
             documents_for_plot[system.name] = system.documents
-    atomic_write(output_dir / "isotropy_comparison.csv",
+    atomic_write_text(output_dir / "isotropy_comparison.csv",
                  _csv(isotropy_rows, ["model", "dataset", "n_documents", "dim", *ISOTROPY_COLUMNS]))
-    atomic_write(output_dir / "rag_performance_comparison.csv",
+    atomic_write_text(output_dir / "rag_performance_comparison.csv",
                  _csv(performance_rows, ["model", "dataset", "similarity", *PERFORMANCE_COLUMNS]))
     plots.isotropy_figure(documents_for_plot, output_dir / "isotropy_comparison.png")
     plots.performance_figure(performance_rows, output_dir / "rag_performance.png")
     plots.reliability_figure(curves, output_dir / "reliability.png")
-    atomic_write(output_dir / "report.md", render_markdown(isotropy_rows, performance_rows, first_dataset))
+    atomic_write_text(output_dir / "report.md", render_markdown(isotropy_rows, performance_rows, first_dataset))
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:

@@ -22,6 +22,7 @@ import yaml
 from datasets import Dataset
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
 
+from ragcun.fileio import atomic_write_text
 from ragcun.data import DataSource, load_training_data, validate_sources
 from ragcun.losses import CachedLeJEPALoss, LeJEPALoss
 from ragcun.model import build_model, load_base
@@ -44,12 +45,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _is_complete_checkpoint(folder: Path) -> bool:
@@ -245,8 +240,8 @@ def run_training(recipe: Recipe, prepared: PreparedRun | None = None) -> dict[st
     if trainer.is_world_process_zero():
         output_dir.mkdir(parents=True, exist_ok=True)
         _save_model_atomically(model, output_dir / "final")
-        _atomic_write_text(output_dir / "recipe.yaml", yaml.safe_dump(_plain(recipe.resolved), sort_keys=False))
-        _atomic_write_text(output_dir / "training_summary.json", json.dumps(_plain(summary), indent=2) + "\n")
+        atomic_write_text(output_dir / "recipe.yaml", yaml.safe_dump(_plain(recipe.resolved), sort_keys=False))
+        atomic_write_text(output_dir / "training_summary.json", json.dumps(_plain(summary), indent=2) + "\n")
         print_summary(summary, output_dir)
     return summary
 
