@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ragcun import evaluation
 from ragcun.beir import load_beir
 from ragcun.embedding_cache import encode_cached
 
@@ -77,34 +78,6 @@ def main() -> None:
     report(fit, queries, corpus, split, args)
 
 
-def rank(query_embeddings: np.ndarray, doc_embeddings: np.ndarray, doc_ids: list[str], query_ids: list[str],
-         similarity: str, depth: int = 100) -> dict[str, dict[str, float]]:
-    """Exact top-``depth`` search; scores are cosine or negative L2 distance (higher is better)."""
-    if similarity == "cosine":
-        q = query_embeddings / np.linalg.norm(query_embeddings, axis=1, keepdims=True)
-        d = doc_embeddings / np.linalg.norm(doc_embeddings, axis=1, keepdims=True)
-        scores = q @ d.T
-    else:
-        squared = (query_embeddings**2).sum(1)[:, None] + (doc_embeddings**2).sum(1)[None] - 2 * query_embeddings @ doc_embeddings.T
-        scores = -np.sqrt(np.maximum(squared, 0))
-    top = np.argsort(-scores, axis=1)[:, :depth]
-    return {qid: {doc_ids[j]: float(scores[i, j]) for j in top[i]} for i, qid in enumerate(query_ids)}
-
-
-def retrieval_metrics(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
-    """nDCG@10, Recall@10 and MRR@10 with pytrec_eval (the evaluator BEIR and MTEB use)."""
-    import pytrec_eval
-
-    full = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.10"}).evaluate(run)
-    top10 = {q: dict(sorted(docs.items(), key=lambda kv: -kv[1])[:10]) for q, docs in run.items()}
-    mrr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
-    return {
-        "ndcg@10": float(np.mean([v["ndcg_cut_10"] for v in full.values()])),
-        "recall@10": float(np.mean([v["recall_10"] for v in full.values()])),
-        "mrr@10": float(np.mean([v["recip_rank"] for v in mrr.values()])),
-    }
-
-
 def report(fit: np.ndarray, queries: np.ndarray, corpus: np.ndarray, split, args: argparse.Namespace) -> None:
     from ragcun import fit_projection, isotropy_report
 
@@ -121,7 +94,7 @@ def report(fit: np.ndarray, queries: np.ndarray, corpus: np.ndarray, split, args
             systems[label] = ("euclidean", queries @ w.T + b, corpus @ w.T + b)
     rows = []
     for name, (similarity, q, d) in systems.items():
-        metrics = retrieval_metrics(rank(q, d, split.corpus_ids, split.query_ids, similarity), split.qrels)
+        metrics = evaluation.retrieval_metrics(evaluation.rank(q, d, similarity, depth=100), split)
         iso = isotropy_report(d, sigreg_slices=256)
         rows.append({"system": name, **metrics, "corpus_mean_norm": iso["mean_norm"],
                      "corpus_variance_mean": iso["variance_mean"], "corpus_cov_floor_ratio": iso["cov_floor_ratio"],
