@@ -167,7 +167,6 @@ def run_training(recipe: Recipe, prepared: PreparedRun | None = None) -> dict[st
     train_dataset, eval_dataset, resume = prepared.train_dataset, prepared.eval_dataset, prepared.resume
     args, model_args, loss_args, data_args = recipe.training, recipe.model, recipe.loss, recipe.data
     output_dir = Path(args.output_dir)
-    init_texts = _init_texts(train_dataset, model_args.init_samples, args.seed)
 
     base_model: str | SentenceTransformer = model_args.base_model
     if model_args.tiny_base:
@@ -190,7 +189,7 @@ def run_training(recipe: Recipe, prepared: PreparedRun | None = None) -> dict[st
         base,
         output_dim=model_args.output_dim,
         init=model_args.init,
-        init_texts=init_texts if model_args.init != "random" else None,
+        init_texts=None if model_args.init == "random" else _init_texts(train_dataset, model_args.init_samples, args.seed),
         freeze_layers=model_args.freeze_layers,
         freeze_embeddings=model_args.freeze_embeddings,
         max_seq_length=model_args.max_seq_length,
