@@ -29,6 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--cache-dir", type=Path, default=None, help="embedding cache (default ~/.cache/ragcun/embeddings)")
     parser.add_argument("--whiten", action="store_true", help="add each model + post-hoc whitening fitted on the corpus")
+    parser.add_argument("--whiten-dim", type=int, help="whiten to this many dimensions (default: the model's width)")
     parser.add_argument("--mteb-tasks", nargs="+", default=[], help="MTEB task names, run with mteb.evaluate (Hub data)")
     parser.add_argument("--mteb-local", action="store_true", help="also run each --data folder as an MTEB retrieval task")
     parser.add_argument("--sts", type=Path, default=None, help="an STS Benchmark folder, run as an MTEB STS task")
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.data:
             systems = evaluate_models(models, args.data, args.output_dir, split_name=args.split,
                                       max_seq_length=args.max_seq_length, batch_size=args.batch_size,
-                                      cache_dir=args.cache_dir, whiten=args.whiten)
+                                      cache_dir=args.cache_dir, whiten=args.whiten,
+                                      whiten_dim=args.whiten_dim)
         mteb_scores = run_mteb_tasks(args, models)
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"evaluate.py: error: {error}")

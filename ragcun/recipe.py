@@ -21,6 +21,8 @@ from transformers import HfArgumentParser
 
 from ragcun.model import DEFAULT_BASE_MODEL, PROJECTION_INITS
 
+OBJECTIVES = ("lejepa", "mnrl_gor")
+
 
 @dataclass
 class ModelArguments:
@@ -52,8 +54,16 @@ class ModelArguments:
 
 @dataclass
 class LossArguments:
-    """The LeJEPA objective (see ``ragcun.LeJEPALoss``)."""
+    """The LeJEPA objective (see ``ragcun.LeJEPALoss``), or the cosine baseline it is compared with."""
 
+    objective: str = field(
+        default="lejepa",
+        metadata={"help": "lejepa: ragcun's stack (projection, no Normalize, euclidean) with Euclidean MNRL + SIGReg. "
+                  "mnrl_gor: the base as released (cosine) with cosine MNRL + GlobalOrthogonalRegularization, "
+                  "the comparison baseline; the projection and lambda_* options are then unused."},
+    )
+    gor_weight: float = field(default=1.0, metadata={"help": "mnrl_gor only: weight of both GOR terms."})
+    cosine_scale: float = field(default=20.0, metadata={"help": "mnrl_gor only: MNRL logit scale on cosine."})
     lambda_contrastive: float = field(default=1.0, metadata={"help": "Weight of the Euclidean MNRL term."})
     lambda_isotropy: float = field(default=0.01, metadata={"help": "Weight of SIGReg."})
     num_slices: int = field(default=1024, metadata={"help": "Random directions per SIGReg step."})
@@ -64,6 +74,10 @@ class LossArguments:
     )
 
     def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}.")
+        if self.gor_weight < 0:
+            raise ValueError(f"gor_weight must be >= 0, got {self.gor_weight}.")
         for name in ("lambda_contrastive", "lambda_isotropy"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}. Use 0 to switch that term off.")

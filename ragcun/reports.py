@@ -83,6 +83,7 @@ def evaluate_models(
     batch_size: int = 32,
     cache_dir: Path | None = None,
     whiten: bool = False,
+    whiten_dim: int | None = None,
 ) -> list[System]:
     """``models`` maps a display name to a model path or Hub id. Returns every system with its metrics."""
     check_output_dir(output_dir)
@@ -100,8 +101,9 @@ def evaluate_models(
             queries, documents = encode_dataset(model, key, split, cache_dir, batch_size)
             variants = [System(name, dataset, similarity, queries, documents)]
             if whiten:
-                weight, bias = evaluation.whitening(documents)
-                variants.append(System(f"{name} + whitening", dataset, "euclidean", queries @ weight.T + bias, documents @ weight.T + bias))
+                weight, bias = evaluation.whitening(documents, whiten_dim)
+                label = f"{name} + whitening" + (f" {weight.shape[0]}-d" if whiten_dim else "")
+                variants.append(System(label, dataset, "euclidean", queries @ weight.T + bias, documents @ weight.T + bias))
             for system in variants:
                 curve = score_system(system, split)
                 curves[f"{system.name} ({system.dataset})"] = curve

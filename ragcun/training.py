@@ -22,10 +22,10 @@ import yaml
 from datasets import Dataset
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
 
-from ragcun.fileio import atomic_write_text
 from ragcun.data import DataSource, load_training_data, validate_sources
-from ragcun.losses import CachedLeJEPALoss, LeJEPALoss
-from ragcun.model import build_model, load_base
+from ragcun.fileio import atomic_write_text
+from ragcun.losses import CachedLeJEPALoss, LeJEPALoss, MNRLGORLoss
+from ragcun.model import build_model, freeze, load_base
 from ragcun.monitor import IsotropyRetrievalEvaluator, SIGRegStepCallback
 from ragcun.recipe import Recipe
 
@@ -148,6 +148,15 @@ def _heldout_evaluator(eval_dataset, metric: str) -> IsotropyRetrievalEvaluator 
     return IsotropyRetrievalEvaluator(queries, positives, extra_documents=extra, name="heldout", primary_metric=metric)
 
 
+def _cosine_baseline(base: SentenceTransformer, model_args) -> SentenceTransformer:
+    """The base as released (its Normalize and cosine kept), frozen and truncated like the ragcun stack, so
+    that the MNRL + GOR baseline differs from ragcun only in the objective and the head."""
+    freeze(base, model_args.freeze_layers, model_args.freeze_embeddings)
+    if model_args.max_seq_length is not None:
+        base.max_seq_length = model_args.max_seq_length
+    return base
+
+
 def _save_model_atomically(model: SentenceTransformer, final_dir: Path) -> None:
     """Write beside, then swap: a crash mid-save leaves the previous final model intact."""
     tmp, old = final_dir.with_name(f".{final_dir.name}.tmp"), final_dir.with_name(f".{final_dir.name}.old")
@@ -185,22 +194,27 @@ def run_training(recipe: Recipe, prepared: PreparedRun | None = None) -> dict[st
     evaluator = _heldout_evaluator(eval_dataset, data_args.eval_metric)
     # the base as released (its own similarity, normalized if it normalizes): the starting point a user has
     base_metrics = evaluator(base) if evaluator is not None else {}
-    model = build_model(
-        base,
-        output_dim=model_args.output_dim,
-        init=model_args.init,
-        init_texts=None if model_args.init == "random" else _init_texts(train_dataset, model_args.init_samples, args.seed),
-        freeze_layers=model_args.freeze_layers,
-        freeze_embeddings=model_args.freeze_embeddings,
-        max_seq_length=model_args.max_seq_length,
-        seed=args.seed,
-    )
+    if loss_args.objective == "mnrl_gor":
+        model = _cosine_baseline(base, model_args)
+    else:
+        model = build_model(
+            base,
+            output_dim=model_args.output_dim,
+            init=model_args.init,
+            init_texts=None if model_args.init == "random" else _init_texts(train_dataset, model_args.init_samples, args.seed),
+            freeze_layers=model_args.freeze_layers,
+            freeze_embeddings=model_args.freeze_embeddings,
+            max_seq_length=model_args.max_seq_length,
+            seed=args.seed,
+        )
     if args.prompts is None:
         args.prompts = _column_prompts(model, train_dataset.column_names)
 
     loss_kwargs = dict(lambda_contrastive=loss_args.lambda_contrastive, lambda_isotropy=loss_args.lambda_isotropy,
                        num_slices=loss_args.num_slices, scale=loss_args.mnrl_scale, seed=args.seed)
-    if loss_args.gradcache_mini_batch_size:
+    if loss_args.objective == "mnrl_gor":
+        loss = MNRLGORLoss(model, scale=loss_args.cosine_scale, gor_weight=loss_args.gor_weight)
+    elif loss_args.gradcache_mini_batch_size:
         loss = CachedLeJEPALoss(model, mini_batch_size=loss_args.gradcache_mini_batch_size, **loss_kwargs)
     else:
         loss = LeJEPALoss(model, **loss_kwargs)
@@ -214,7 +228,7 @@ def run_training(recipe: Recipe, prepared: PreparedRun | None = None) -> dict[st
         eval_dataset=eval_dataset if evaluator is not None else None,
         loss=loss,
         evaluator=evaluator,
-        callbacks=[SIGRegStepCallback(loss.sigreg)],
+        callbacks=[SIGRegStepCallback(loss.sigreg)] if hasattr(loss, "sigreg") else [],
     )
     train_output = trainer.train(resume_from_checkpoint=resume)
     after = evaluator(model) if evaluator is not None else {}

@@ -68,6 +68,8 @@ def test_unknown_keys_name_the_closest_option(tmp_path: Path) -> None:
         parse_recipe(["--config", str(QUICKSTART), "--learning_rat", "1"])
     with pytest.raises(ValueError, match="lambda_isotropy must be >= 0"):
         parse_recipe(["--config", str(QUICKSTART), "--lambda_isotropy", "-1"])
+    with pytest.raises(ValueError, match="objective must be one of lejepa, mnrl_gor, got 'gor'"):
+        parse_recipe(["--config", str(QUICKSTART), "--objective", "gor"])
     with pytest.raises(FileNotFoundError, match="does not exist"):
         parse_recipe(["--config", str(tmp_path / "missing.yaml")])
 
@@ -106,6 +108,22 @@ def test_outputs_are_plain_and_complete(trained_run: Path) -> None:
     summary = json.loads((trained_run / "training_summary.json").read_text())
     for key in ("train_runtime_s", "final_metrics", "isotropy_before", "isotropy_after", "best_metric"):
         assert key in summary
+
+
+def test_mnrl_gor_baseline_keeps_the_base_head_and_logs_both_parts(tmp_path: Path) -> None:
+    """objective: mnrl_gor trains the base as released (cosine, normalized) with cosine MNRL + GOR."""
+    result = run_train(["--config", str(small_recipe(tmp_path, max_steps=6, eval_steps=3, save_steps=6)),
+                        "--objective", "mnrl_gor", "--learning_rate", "1e-3"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    final = tmp_path / "run" / "final"
+    modules = [entry["type"] for entry in json.loads((final / "modules.json").read_text())]
+    assert modules[-1].endswith("Normalize")  # the base's head, no ragcun projection
+    config = json.loads((final / "config_sentence_transformers.json").read_text())
+    assert config["similarity_fn_name"] == "cosine"
+    summary = json.loads((tmp_path / "run" / "training_summary.json").read_text())
+    for key in ("contrastive", "gor_mean", "gor_second_moment"):
+        assert len(_curve(summary, key)) == 6, key
+    assert "sigreg" not in summary["log_history"][0]
 
 
 def test_existing_output_dir_is_refused_without_overwrite(trained_run: Path) -> None:

@@ -3,6 +3,7 @@
 from ragcun.losses.epps_pulley import EppsPulley
 from ragcun.losses.euclidean_mnrl import EuclideanMNRLoss, negative_l2_distance
 from ragcun.losses.lejepa import CachedLeJEPALoss, LeJEPALoss
+from ragcun.losses.mnrl_gor import MNRLGORLoss
 from ragcun.losses.sigreg import SIGReg, SIGRegLoss
 
 __all__ = [
@@ -10,6 +11,7 @@ __all__ = [
     "EppsPulley",
     "EuclideanMNRLoss",
     "LeJEPALoss",
+    "MNRLGORLoss",
     "SIGReg",
     "SIGRegLoss",
     "negative_l2_distance",
