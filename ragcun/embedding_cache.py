@@ -37,6 +37,9 @@ def cache_key(model_id: str, texts: list[str], prompt_name: str | None, max_seq_
     return digest.hexdigest()[:24]
 
 
+SHARD_SIZE = 512  # texts per partial file: an interrupted encode resumes from the last finished shard
+
+
 def encode_cached(
     model: SentenceTransformer,
     model_id: str,
@@ -44,22 +47,47 @@ def encode_cached(
     prompt_name: str | None,
     cache_dir: Path,
     batch_size: int = 16,
+    shard_size: int = SHARD_SIZE,
 ) -> np.ndarray:
-    """Return un-normalized embeddings of ``texts``, from ``cache_dir`` when already computed."""
+    """Return un-normalized embeddings of ``texts``, from ``cache_dir`` when already computed.
+
+    Long lists are encoded in shards of ``shard_size`` texts, each saved as it finishes
+    (``<key>.part-<i>.npy``): a run killed an hour into a corpus loses at most one shard. When all shards
+    exist they are joined into ``<key>.npy`` and removed.
+    """
     key = cache_key(model_id, texts, prompt_name, model.max_seq_length)
-    path = Path(cache_dir) / f"{key}.npy"
+    cache_dir = Path(cache_dir)
+    path = cache_dir / f"{key}.npy"
     if path.exists():
         return np.load(path, allow_pickle=False)
-    embeddings = model.encode(
-        texts,
-        prompt_name=prompt_name,
-        batch_size=batch_size,
-        convert_to_numpy=True,
-        normalize_embeddings=False,
-        show_progress_bar=True,
-    ).astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, embeddings, allow_pickle=False)
-    os.replace(tmp, path)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    starts = range(0, len(texts), shard_size)
+    shards = []
+    for number, start in enumerate(starts):
+        part = cache_dir / f"{key}.part-{number}.npy"
+        if part.exists():
+            shards.append(np.load(part, allow_pickle=False))
+            continue
+        if len(starts) > 1:
+            print(f"encoding shard {number + 1}/{len(starts)} ({len(texts)} texts) -> {part.name}", flush=True)
+        embeddings = model.encode(
+            texts[start : start + shard_size],
+            prompt_name=prompt_name,
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=False,
+            show_progress_bar=True,
+        ).astype(np.float32)
+        _save_atomically(part, embeddings)
+        shards.append(embeddings)
+    embeddings = np.concatenate(shards) if shards else np.zeros((0, model.get_embedding_dimension()), np.float32)
+    _save_atomically(path, embeddings)
+    for number in range(len(starts)):
+        (cache_dir / f"{key}.part-{number}.npy").unlink(missing_ok=True)
     return embeddings
+
+
+def _save_atomically(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, array, allow_pickle=False)
+    os.replace(tmp, path)
