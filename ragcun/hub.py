@@ -103,6 +103,9 @@ def build_release(model_dir: str | Path, options: CardOptions, output_dir: str |
 
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0700 would make the release private to its creator
     try:
         _copy_model(model_dir, staging)
         for folder in (model_dir, model_dir.parent):
