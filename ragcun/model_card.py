@@ -133,9 +133,7 @@ def _format(value: Any) -> str:
         try:
             number = float(value)
         except ValueError:
-            return value
-        if value in ("True", "False"):
-            return value
+            return value  # True / False and names
     else:
         number = float(value)
     if math.isnan(number):
@@ -254,7 +252,7 @@ class CardOptions:
     eval_name: str | None = None
 
 
-def _base_description(base_model: str | None, summary: dict | None) -> tuple[str, str, str, str]:
+def _base_description(base_model: str | None) -> tuple[str, str, str, str]:
     label = f"base ({base_model})" if base_model else "base"
     if base_model and "embeddinggemma" in base_model.lower():
         return label, "768-d, L2-normalized", "cosine", "query / document prompts"
@@ -335,7 +333,7 @@ def render_model_card(model_dir: str | Path, options: CardOptions, model: Senten
     card = _st_card(model, model_dir, options.repo_id)
     _metadata(card, options, recipe, results)
     dimension = model.get_embedding_dimension()
-    base_label, base_description, base_similarity, base_prompts = _base_description(base_model, summary)
+    base_label, base_description, base_similarity, base_prompts = _base_description(base_model)
     context = {
         "repo_id": options.repo_id, "base_model": base_model, "dimension": dimension,
         "expected_norm": math.sqrt(dimension), "similarity": model.similarity_fn_name,
