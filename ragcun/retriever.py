@@ -286,14 +286,9 @@ class _DiskVectors:
 # Index stores: each maps internal int64 ids to vectors and proposes candidates for a query.
 
 
-class _RowStore:
-    """Vectors in rows, kept in ascending internal-id order; the id of row r is ``ids[r]``.
-
-    Internal ids only grow, so appending keeps ``ids`` sorted and a row is found by binary search.
-    """
-
-    kind = ""
-    backend = ""
+class _SortedIds:
+    """The internal ids a store holds, in ascending order: ids only grow, so appending keeps them sorted
+    and an id's position is found by binary search."""
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
@@ -309,13 +304,25 @@ class _RowStore:
     def _rows(self, ids: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.ids, ids)
 
+    def _keep_mask(self, ids: np.ndarray) -> np.ndarray:
+        """False at the positions of ``ids``: what ``self._ids.keep`` needs to drop them."""
+        keep = np.ones(len(self), dtype=bool)
+        keep[self._rows(ids)] = False
+        return keep
+
+
+class _RowStore(_SortedIds):
+    """Vectors in rows, kept in ascending internal-id order; the id of row r is ``ids[r]``."""
+
+    kind = ""
+    backend = ""
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         self._add_vectors(vectors)
         self._ids.append(ids)
 
     def remove(self, ids: np.ndarray) -> None:
-        keep = np.ones(len(self), dtype=bool)
-        keep[self._rows(ids)] = False
+        keep = self._keep_mask(ids)
         self._remove_rows(np.flatnonzero(~keep), keep)
         self._ids.keep(keep)
 
@@ -610,7 +617,7 @@ class _FaissHNSW(_RowStore):
         return store
 
 
-class _FaissIVF:
+class _FaissIVF(_SortedIds):
     """FAISS ``IndexIVFFlat``: ``nlist`` k-means cells (≈ 4·√N by default), ``nprobe`` of them searched.
 
     Until ``train_min`` vectors are held it searches them exactly (a flat index); the add that reaches
@@ -623,19 +630,11 @@ class _FaissIVF:
     kind, backend = "ivf", "faiss"
 
     def __init__(self, dim: int, nlist: int | None = None, train_min: int = 10_000) -> None:
-        self.dim = dim
+        super().__init__(dim)
         self.faiss = _import_faiss()
         self.nlist_option, self.train_min = nlist, train_min
         self.flat: _FaissFlat | None = _FaissFlat(dim)
         self.index: Any = None
-        self._ids = _Growable(np.int64)
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    @property
-    def ids(self) -> np.ndarray:
-        return self._ids.array
 
     @property
     def trained(self) -> bool:
@@ -675,9 +674,7 @@ class _FaissIVF:
             self.index.remove_ids(ids.astype(np.int64))
         else:
             self.flat.remove(ids)
-        keep = np.ones(len(self), dtype=bool)
-        keep[np.searchsorted(self.ids, ids)] = False
-        self._ids.keep(keep)
+        self._ids.keep(self._keep_mask(ids))
 
     def candidates(self, queries: np.ndarray, k: int, options: dict) -> np.ndarray:
         if not self.trained:
