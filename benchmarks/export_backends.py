@@ -4,7 +4,8 @@ For each backend (and its int8 variant) the script loads the model with
 ``SentenceTransformer(path, backend=...)`` — which exports it on the fly — and compares it side by side
 with the torch model on the same texts: largest absolute embedding difference, lowest cosine between the
 two embeddings of a text, and encoding speed (texts/s, interleaved repeats). A backend that cannot be
-loaded is reported with the reason. With ``--beir`` and ``--ndcg`` the nDCG@10 change on that BEIR folder
+loaded is reported with the reason. ``torch-bf16`` is the same torch model with its transformer under
+bfloat16 autocast (``evaluate.py --precision bfloat16``), measured the same way. With ``--beir`` and ``--ndcg`` the nDCG@10 change on that BEIR folder
 is measured too (only for backends whose embeddings agree; it encodes the whole corpus twice).
 
     python benchmarks/export_backends.py --model PATH [--beir ../shared/data/scifact] [--texts 64] [--ndcg]
@@ -30,6 +31,7 @@ SAMPLE_TEXTS = [
     "The Tour de France is a multi-stage bicycle race held mainly in France each July.",
     "A violin has four strings tuned in perfect fifths.",
 ]
+BACKENDS = ["onnx", "onnx-int8", "openvino", "openvino-int8", "torch-bf16"]
 AGREEMENT_MIN_COSINE = 0.999  # below this the export computes a different function, whatever its speed
 
 
@@ -64,6 +66,10 @@ def load_backend(model_path: str, variant: str, workdir: Path) -> SentenceTransf
     if variant == "openvino-int8":  # weight-only int8 compression at export
         return SentenceTransformer(model_path, backend="openvino", device="cpu",
                                    model_kwargs={"load_in_8bit": True, "ov_config": {"INFERENCE_PRECISION_HINT": "f32"}})
+    if variant == "torch-bf16":
+        from ragcun.precision import set_encoding_precision
+
+        return set_encoding_precision(SentenceTransformer(model_path, device="cpu"), "bfloat16")
     raise ValueError(f"Unknown backend variant {variant!r}")
 
 
@@ -88,7 +94,7 @@ def ndcg_at_10(model: SentenceTransformer, beir: Path, max_seq_length: int) -> f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True)
-    parser.add_argument("--backend", action="append", choices=["onnx", "onnx-int8", "openvino", "openvino-int8"])
+    parser.add_argument("--backend", action="append", choices=BACKENDS)
     parser.add_argument("--beir", type=Path, help="BEIR folder: texts for the comparison, and nDCG with --ndcg")
     parser.add_argument("--texts", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
@@ -110,7 +116,7 @@ def main() -> None:
     baseline_ndcg = ndcg_at_10(reference, args.beir, args.max_seq_length) if args.ndcg and args.beir else None
 
     print(f"{'backend':<15} {'max |diff|':>10} {'min cos':>8} {'torch t/s':>9} {'backend t/s':>11} {'ratio':>6}  result")
-    for variant in args.backend or ["onnx", "onnx-int8", "openvino", "openvino-int8"]:
+    for variant in args.backend or BACKENDS:
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 model = load_backend(args.model, variant, Path(tmp))

@@ -23,6 +23,7 @@ from ragcun.embedding_cache import encode_cached, folder_fingerprint
 from ragcun.fileio import atomic_write_text
 from ragcun.isotropy import isotropy_report
 from ragcun.model import load_base
+from ragcun.precision import check_precision, set_encoding_precision
 
 
 @dataclass
@@ -84,18 +85,24 @@ def evaluate_models(
     cache_dir: Path | None = None,
     whiten: bool = False,
     whiten_dim: int | None = None,
+    precision: str = "float32",
 ) -> list[System]:
-    """``models`` maps a display name to a model path or Hub id. Returns every system with its metrics."""
+    """``models`` maps a display name to a model path or Hub id. Returns every system with its metrics.
+
+    ``precision="bfloat16"`` encodes with the transformer under bfloat16 autocast (:mod:`ragcun.precision`);
+    its embeddings are cached under their own keys.
+    """
     check_output_dir(output_dir)
+    check_precision(precision)
     cache_dir = cache_dir or Path.home() / ".cache" / "ragcun" / "embeddings"
     splits = {Path(folder).name: load_beir(folder, split_name) for folder in datasets}  # bad folders fail here
-    loaded = {name: load_base(path) for name, path in models.items()}
+    loaded = {name: set_encoding_precision(load_base(path), precision) for name, path in models.items()}
     systems: list[System] = []
     curves: dict[str, evaluation.ReliabilityCurve] = {}
     for name, model in loaded.items():
         if max_seq_length:
             model.max_seq_length = max_seq_length
-        key = f"{folder_fingerprint(models[name])}|{name}"
+        key = f"{folder_fingerprint(models[name])}|{name}" + ("" if precision == "float32" else f"|{precision}")
         similarity = str(getattr(model, "similarity_fn_name", None) or "cosine")
         for dataset, split in splits.items():
             queries, documents = encode_dataset(model, key, split, cache_dir, batch_size)
