@@ -44,7 +44,7 @@ def run_mteb_tasks(args: argparse.Namespace, models: dict[str, str]) -> dict[str
     """Named MTEB tasks and local folders through mteb, each model under its own explicit name."""
     from ragcun.model import load_base
     from ragcun.mteb_tasks import beir_retrieval_task, resolve_tasks, run_mteb, sts_task, weights_fingerprint
-    from ragcun.precision import set_encoding_precision
+    from ragcun.precision import precision_tag, set_encoding_precision
 
     tasks: list = list(resolve_tasks(args.mteb_tasks)) if args.mteb_tasks else []  # unknown names fail here
     if args.mteb_local:
@@ -60,7 +60,7 @@ def run_mteb_tasks(args: argparse.Namespace, models: dict[str, str]) -> dict[str
         if args.max_seq_length:
             model.max_seq_length = args.max_seq_length
         # the precision is part of the revision: bfloat16 results never stand in for float32 ones, or back
-        revision = weights_fingerprint(model) + ("" if args.precision == "float32" else f"-{args.precision}")
+        revision = weights_fingerprint(model) + precision_tag(args.precision, "-")
         # an explicit name per model: a fine-tuned model never reads back its base model's cached results
         scores[name] = run_mteb(model, tasks, output, model_name=name if "/" in name else f"ragcun-eval/{name}",
                                 revision=revision)

@@ -15,7 +15,6 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 PRECISIONS: tuple[str, ...] = ("float32", "bfloat16")
-_ORIGINAL_FORWARD = "_ragcun_float32_forward"
 
 
 def check_precision(precision: str) -> str:
@@ -24,16 +23,21 @@ def check_precision(precision: str) -> str:
     return precision
 
 
+def precision_tag(precision: str, separator: str) -> str:
+    """What names results of ``precision`` apart (cache keys, MTEB revisions): nothing for float32, so results
+    computed before precisions existed keep their names."""
+    return "" if check_precision(precision) == "float32" else f"{separator}{precision}"
+
+
 def set_encoding_precision(model: SentenceTransformer, precision: str) -> SentenceTransformer:
     """Switch the model's first module (the transformer) to ``precision`` for inference; returns the model.
 
-    Idempotent and reversible: ``"float32"`` restores the original forward.
+    Idempotent and reversible: ``"float32"`` restores the module's own forward.
     """
     check_precision(precision)
     transformer = model[0]
-    if hasattr(transformer, _ORIGINAL_FORWARD):
-        transformer.forward = getattr(transformer, _ORIGINAL_FORWARD)
-        delattr(transformer, _ORIGINAL_FORWARD)
+    if getattr(vars(transformer).get("forward"), "under_bfloat16_autocast", False):
+        del transformer.forward  # back to the class's forward
     if precision == "float32":
         return model
     original = transformer.forward
@@ -47,6 +51,6 @@ def set_encoding_precision(model: SentenceTransformer, precision: str) -> Senten
             for key, value in output.items()
         }
 
-    setattr(transformer, _ORIGINAL_FORWARD, original)
+    forward_under_autocast.under_bfloat16_autocast = True  # type: ignore[attr-defined]
     transformer.forward = forward_under_autocast
     return model

@@ -23,7 +23,7 @@ from ragcun.embedding_cache import encode_cached, folder_fingerprint
 from ragcun.fileio import atomic_write_text
 from ragcun.isotropy import isotropy_report
 from ragcun.model import load_base
-from ragcun.precision import check_precision, set_encoding_precision
+from ragcun.precision import check_precision, precision_tag, set_encoding_precision
 
 
 @dataclass
@@ -102,7 +102,7 @@ def evaluate_models(
     for name, model in loaded.items():
         if max_seq_length:
             model.max_seq_length = max_seq_length
-        key = f"{folder_fingerprint(models[name])}|{name}" + ("" if precision == "float32" else f"|{precision}")
+        key = f"{folder_fingerprint(models[name])}|{name}{precision_tag(precision, '|')}"
         similarity = str(getattr(model, "similarity_fn_name", None) or "cosine")
         for dataset, split in splits.items():
             queries, documents = encode_dataset(model, key, split, cache_dir, batch_size)
