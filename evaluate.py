@@ -42,9 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run_mteb_tasks(args: argparse.Namespace, models: dict[str, str]) -> dict[str, dict[str, float]]:
     """Named MTEB tasks and local folders through mteb, each model under its own explicit name."""
-    from ragcun.model import load_base
     from ragcun.mteb_tasks import beir_retrieval_task, resolve_tasks, run_mteb, sts_task, weights_fingerprint
-    from ragcun.precision import precision_tag, set_encoding_precision
+    from ragcun.precision import precision_tag
+    from ragcun.reports import load_for_evaluation
 
     tasks: list = list(resolve_tasks(args.mteb_tasks)) if args.mteb_tasks else []  # unknown names fail here
     if args.mteb_local:
@@ -56,9 +56,7 @@ def run_mteb_tasks(args: argparse.Namespace, models: dict[str, str]) -> dict[str
     output = args.mteb_output or args.output_dir / "mteb"
     scores = {}
     for name, path in models.items():
-        model = set_encoding_precision(load_base(path), args.precision)
-        if args.max_seq_length:
-            model.max_seq_length = args.max_seq_length
+        model = load_for_evaluation(path, args.max_seq_length, args.precision)
         # the precision is part of the revision: bfloat16 results never stand in for float32 ones, or back
         revision = weights_fingerprint(model) + precision_tag(args.precision, "-")
         # an explicit name per model: a fine-tuned model never reads back its base model's cached results

@@ -74,6 +74,14 @@ def score_system(system: System, split: BeirSplit) -> evaluation.ReliabilityCurv
     return curve
 
 
+def load_for_evaluation(path: str, max_seq_length: int | None, precision: str) -> SentenceTransformer:
+    """Every evaluated model, for the reports and for MTEB alike, at the same token cap and precision."""
+    model = set_encoding_precision(load_base(path), precision)
+    if max_seq_length:
+        model.max_seq_length = max_seq_length
+    return model
+
+
 def evaluate_models(
     models: dict[str, str],
     datasets: list[Path],
@@ -96,12 +104,10 @@ def evaluate_models(
     check_precision(precision)
     cache_dir = cache_dir or Path.home() / ".cache" / "ragcun" / "embeddings"
     splits = {Path(folder).name: load_beir(folder, split_name) for folder in datasets}  # bad folders fail here
-    loaded = {name: set_encoding_precision(load_base(path), precision) for name, path in models.items()}
+    loaded = {name: load_for_evaluation(path, max_seq_length, precision) for name, path in models.items()}
     systems: list[System] = []
     curves: dict[str, evaluation.ReliabilityCurve] = {}
     for name, model in loaded.items():
-        if max_seq_length:
-            model.max_seq_length = max_seq_length
         key = f"{folder_fingerprint(models[name])}|{name}{precision_tag(precision, '|')}"
         similarity = str(getattr(model, "similarity_fn_name", None) or "cosine")
         for dataset, split in splits.items():
