@@ -84,6 +84,46 @@ def retrieval_metrics(ranking: Ranking, split: BeirSplit, relevance_threshold: i
     }
 
 
+def ndcg_per_query(ranking: Ranking, split: BeirSplit) -> dict[str, float]:
+    """nDCG@10 of each query (pytrec_eval, graded): the unit a paired comparison of two systems needs."""
+    import pytrec_eval
+
+    qrels = {q: {d: int(g) for d, g in judged.items()} for q, judged in split.qrels.items()}
+    scores = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}).evaluate(_run(ranking, split))
+    return {query_id: values["ndcg_cut_10"] for query_id, values in scores.items()}
+
+
+@dataclass
+class PairedDifference:
+    """Mean per-query difference b − a, its paired-bootstrap 95% interval and a sign-flip p-value."""
+
+    mean: float
+    low: float
+    high: float
+    p_value: float
+    queries: int
+
+
+def paired_difference(a: dict[str, float], b: dict[str, float], resamples: int = 10_000, seed: int = 0) -> PairedDifference:
+    """Is system b better than a on the same queries, beyond what the query sample resolves?
+
+    Bootstrap over queries for the interval; random sign flips of the per-query differences for a
+    two-sided p-value (the paired randomization test common in IR evaluation).
+    """
+    if set(a) != set(b):
+        raise ValueError(f"The two systems were scored on different queries ({len(a)} vs {len(b)}); score both on one split.")
+    if not a:
+        raise ValueError("No queries to compare.")
+    differences = np.array([b[q] - a[q] for q in sorted(a)])
+    rng = np.random.default_rng(seed)
+    means = differences[rng.integers(0, len(differences), (resamples, len(differences)))].mean(1)
+    flipped = (differences * rng.choice([-1.0, 1.0], (resamples, len(differences)))).mean(1)
+    observed = differences.mean()
+    p_value = (1 + np.count_nonzero(np.abs(flipped) >= abs(observed) - 1e-12)) / (resamples + 1)
+    return PairedDifference(float(observed), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975)),
+                            float(p_value), len(differences))
+
+
 def relevance_labels(ranking: Ranking, split: BeirSplit, relevance_threshold: int = 1) -> np.ndarray:
     """(Q, depth) booleans: is each ranked document relevant to its query."""
     labels = np.zeros(ranking.indices.shape, dtype=bool)

@@ -7,6 +7,7 @@ loads with ``SentenceTransformer(path)`` anywhere, with no custom code.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -16,6 +17,8 @@ import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
 from torch import nn
+
+logger = logging.getLogger(__name__)
 
 ProjectionInit = Literal["whiten", "mrl", "random"]
 PROJECTION_INITS: tuple[str, ...] = ("whiten", "mrl", "random")
@@ -78,7 +81,16 @@ def fit_projection(
         if x.shape[0] < 2:
             raise ValueError("init='mrl' needs at least 2 texts to estimate each coordinate's variance.")
         std = x[:, :output_dim].std(axis=0, ddof=1)
-        scale = 1.0 / np.maximum(std, 1e-12)
+        # Same floor as whiten's variances (1e-8 of the largest): a coordinate the base never varies
+        # (all-MiniLM-L6-v2 has three, constant to 1e-32) would otherwise get a weight near 1e12 and
+        # make the first training steps blow up; floored, it starts near 0 and the loss grows it.
+        floor = std.max() * 1e-4
+        if (std < floor).any():
+            logger.warning(
+                "%d of the first %d coordinates barely vary on the init texts (std < %.1e); they start near 0 "
+                "instead of at unit variance.", int((std < floor).sum()), output_dim, floor,
+            )
+        scale = 1.0 / np.maximum(std, floor)
         weight = np.zeros((output_dim, hidden))
         weight[np.arange(output_dim), np.arange(output_dim)] = scale
         bias = -mean[:output_dim] * scale

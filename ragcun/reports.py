@@ -82,6 +82,11 @@ def load_for_evaluation(path: str, max_seq_length: int | None, precision: str) -
     return model
 
 
+def embedding_key(path: str, name: str, precision: str) -> str:
+    """The cache identity of a model's embeddings: its files, the name it is reported under, its precision."""
+    return f"{folder_fingerprint(path)}|{name}{precision_tag(precision, '|')}"
+
+
 def evaluate_models(
     models: dict[str, str],
     datasets: list[Path],
@@ -108,7 +113,7 @@ def evaluate_models(
     systems: list[System] = []
     curves: dict[str, evaluation.ReliabilityCurve] = {}
     for name, model in loaded.items():
-        key = f"{folder_fingerprint(models[name])}|{name}{precision_tag(precision, '|')}"
+        key = embedding_key(models[name], name, precision)
         similarity = str(getattr(model, "similarity_fn_name", None) or "cosine")
         for dataset, split in splits.items():
             queries, documents = encode_dataset(model, key, split, cache_dir, batch_size)

@@ -10,7 +10,9 @@ from ragcun.evaluation import (
     chi2_pvalues,
     expected_calibration_error,
     logistic_calibration,
+    ndcg_per_query,
     null_calibration,
+    paired_difference,
     rank,
     relevance_labels,
     retrieval_metrics,
@@ -48,6 +50,29 @@ def test_metrics_on_hand_made_rankings() -> None:
     # with TREC DL's threshold only d5 counts as relevant for q2; q1's grades are 1, so it has none
     strict = retrieval_metrics(ranking, split, relevance_threshold=2)
     assert strict["mrr@10"] == pytest.approx(1.0 / 2, abs=1e-9)
+
+
+def test_ndcg_per_query_matches_the_mean() -> None:
+    split = hand_split()
+    ranking = ranking_from([[1, 0, 2, 4, 3, 5, 6, 7, 8, 9, 10, 11], [5, 0, 1, 2, 3, 4, 6, 8, 9, 10, 7, 11]])
+    per_query = ndcg_per_query(ranking, split)
+    assert set(per_query) == {"q1", "q2"}
+    assert per_query["q2"] == pytest.approx(2 / (2 + 1 / math.log2(3)), abs=1e-6)
+    assert np.mean(list(per_query.values())) == pytest.approx(retrieval_metrics(ranking, split)["ndcg@10"], abs=1e-12)
+
+
+def test_paired_difference_tells_a_real_gain_from_noise() -> None:
+    rng = np.random.default_rng(0)
+    queries = [f"q{i}" for i in range(300)]
+    a = {q: float(v) for q, v in zip(queries, rng.uniform(0, 1, 300))}
+    better = {q: min(1.0, v + 0.05 + float(rng.normal(0, 0.05))) for q, v in a.items()}
+    noise = {q: v + float(rng.normal(0, 0.05)) for q, v in a.items()}
+    gain = paired_difference(a, better)
+    assert gain.queries == 300 and 0.03 < gain.mean < 0.06 and gain.low > 0 and gain.p_value < 0.001
+    null = paired_difference(a, noise)
+    assert null.low < 0 < null.high and null.p_value > 0.05
+    with pytest.raises(ValueError, match="different queries"):
+        paired_difference(a, {"q0": 1.0})
 
 
 def test_exact_ranking_by_each_similarity() -> None:

@@ -65,6 +65,21 @@ def test_mrl_and_random_projection_init() -> None:
     assert weight.std().item() == pytest.approx(1 / np.sqrt(8), rel=0.3)
 
 
+def test_mrl_init_keeps_a_constant_coordinate_finite(caplog) -> None:
+    # all-MiniLM-L6-v2's pooled output has coordinates that are constant (to 1e-32) on every text;
+    # dividing by their std gave weights of 1e12 and a training loss of 1e6.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 6))
+    x[:, 2] = 1e-32 * rng.normal(size=200)
+    with caplog.at_level("WARNING", logger="ragcun.model"):
+        weight, bias = fit_projection(x, 4, "mrl")
+    assert weight.abs().max().item() < 1e5
+    projected = x @ weight.numpy().T + bias.numpy()
+    assert np.abs(projected[:, 2]).max() < 1e-20
+    assert np.allclose(projected[:, [0, 1, 3]].std(0, ddof=1), 1.0)
+    assert "1 of the first 4 coordinates barely vary" in caplog.text
+
+
 def test_freezing(tiny_base_dir) -> None:
     model = build_model(str(tiny_base_dir), output_dim=8, init="random", freeze_layers=1, freeze_embeddings=True)
     layers = model[0].auto_model.layers
