@@ -46,7 +46,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=8, help="batches drawn per cell (fresh directions each)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     sigreg = SIGReg(num_slices=args.slices, seed=args.seed)
     cases = departures(args.dim, generator)

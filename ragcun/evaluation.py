@@ -62,6 +62,10 @@ def _run(ranking: Ranking, split: BeirSplit, cutoff: int | None = None) -> dict[
     }
 
 
+def _qrels(split: BeirSplit) -> dict[str, dict[str, int]]:
+    return {q: {d: int(g) for d, g in judged.items()} for q, judged in split.qrels.items()}
+
+
 def retrieval_metrics(ranking: Ranking, split: BeirSplit, relevance_threshold: int = 1) -> dict[str, float]:
     """nDCG@10 (graded), Recall@10/@100 and MRR@10 (relevant = grade >= threshold), by pytrec_eval.
 
@@ -71,7 +75,7 @@ def retrieval_metrics(ranking: Ranking, split: BeirSplit, relevance_threshold: i
     """
     import pytrec_eval
 
-    qrels = {q: {d: int(g) for d, g in judged.items()} for q, judged in split.qrels.items()}
+    qrels = _qrels(split)
     evaluator = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.10,100"}, relevance_level=relevance_threshold)
     per_query = evaluator.evaluate(_run(ranking, split))
     top10 = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}, relevance_level=relevance_threshold)
@@ -88,8 +92,7 @@ def ndcg_per_query(ranking: Ranking, split: BeirSplit) -> dict[str, float]:
     """nDCG@10 of each query (pytrec_eval, graded): the unit a paired comparison of two systems needs."""
     import pytrec_eval
 
-    qrels = {q: {d: int(g) for d, g in judged.items()} for q, judged in split.qrels.items()}
-    scores = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}).evaluate(_run(ranking, split))
+    scores = pytrec_eval.RelevanceEvaluator(_qrels(split), {"ndcg_cut.10"}).evaluate(_run(ranking, split))
     return {query_id: values["ndcg_cut_10"] for query_id, values in scores.items()}
 
 

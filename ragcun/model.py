@@ -76,15 +76,25 @@ def fit_projection(
         )
     if not np.isfinite(x).all():
         raise ValueError("The embeddings used to fit the projection contain NaN or inf: check the base model.")
+    if init == "mrl" and x.shape[0] < 2:
+        raise ValueError("init='mrl' needs at least 2 texts to estimate each coordinate's variance.")
+    if init == "whiten" and x.shape[0] <= output_dim:
+        raise ValueError(
+            f"init='whiten' to output_dim={output_dim} needs more than {output_dim} texts to estimate the covariance "
+            f"(got {x.shape[0]}); a few thousand is better. Pass more init texts, or lower output_dim."
+        )
+    if np.ptp(x, axis=0).max() == 0:
+        raise ValueError(
+            f"All {x.shape[0]} embeddings used to fit '{init}' are identical, so there is no variance to scale by: "
+            "pass varied init texts (a sample of the training texts), or init='random'."
+        )
     mean = x.mean(axis=0)
     if init == "mrl":
-        if x.shape[0] < 2:
-            raise ValueError("init='mrl' needs at least 2 texts to estimate each coordinate's variance.")
         std = x[:, :output_dim].std(axis=0, ddof=1)
         # Same floor as whiten's variances (1e-8 of the largest): a coordinate the base never varies
         # (all-MiniLM-L6-v2 has three, constant to 1e-32) would otherwise get a weight near 1e12 and
         # make the first training steps blow up; floored, it starts near 0 and the loss grows it.
-        floor = std.max() * 1e-4
+        floor = max(std.max() * 1e-4, 1e-12)
         if (std < floor).any():
             logger.warning(
                 "%d of the first %d coordinates barely vary on the init texts (std < %.1e); they start near 0 "
@@ -95,11 +105,6 @@ def fit_projection(
         weight[np.arange(output_dim), np.arange(output_dim)] = scale
         bias = -mean[:output_dim] * scale
     else:
-        if x.shape[0] <= output_dim:
-            raise ValueError(
-                f"init='whiten' to output_dim={output_dim} needs more than {output_dim} texts to estimate the covariance "
-                f"(got {x.shape[0]}); a few thousand is better. Pass more init texts, or lower output_dim."
-            )
         covariance = np.cov(x - mean, rowvar=False)
         eigenvalues, eigenvectors = np.linalg.eigh(covariance)
         order = np.argsort(eigenvalues)[::-1][:output_dim]

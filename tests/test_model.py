@@ -78,6 +78,9 @@ def test_mrl_init_keeps_a_constant_coordinate_finite(caplog) -> None:
     assert np.abs(projected[:, 2]).max() < 1e-20
     assert np.allclose(projected[:, [0, 1, 3]].std(0, ddof=1), 1.0)
     assert "1 of the first 4 coordinates barely vary" in caplog.text
+    for init in ("mrl", "whiten"):
+        with pytest.raises(ValueError, match="are identical"):
+            fit_projection(np.ones((20, 6)), 4, init)
 
 
 def test_freezing(tiny_base_dir) -> None:
