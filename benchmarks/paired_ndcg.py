@@ -17,7 +17,8 @@ from pathlib import Path
 
 from ragcun import evaluation
 from ragcun.beir import load_beir
-from ragcun.reports import embedding_key, encode_dataset, load_for_evaluation
+from ragcun.precision import PRECISIONS
+from ragcun.reports import embedding_key, encode_dataset, load_for_evaluation, model_similarity
 
 
 def main() -> None:
@@ -27,7 +28,7 @@ def main() -> None:
     parser.add_argument("--system", action="append", required=True, metavar="NAME=PATH",
                         help="the name evaluate.py reported it under, and its model; the first is the reference")
     parser.add_argument("--max-seq-length", type=int, default=None)
-    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--precision", default="float32", choices=PRECISIONS)
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "ragcun" / "embeddings")
     parser.add_argument("--resamples", type=int, default=10_000)
     args = parser.parse_args()
@@ -44,8 +45,8 @@ def main() -> None:
     for name, path in systems:
         model = load_for_evaluation(path, args.max_seq_length, args.precision)
         queries, documents = encode_dataset(model, embedding_key(path, name, args.precision), split, args.cache_dir, 32)
-        similarity = str(getattr(model, "similarity_fn_name", None) or "cosine")
-        scores[name] = evaluation.ndcg_per_query(evaluation.rank(queries, documents, similarity, depth=100), split)
+        ranking = evaluation.rank(queries, documents, model_similarity(model), depth=100)
+        scores[name] = evaluation.ndcg_per_query(ranking, split)
     reference = systems[0][0]
     print(f"{args.data.name} {args.split}: {len(split.query_ids)} queries; nDCG@10, difference from {reference} "
           f"(paired bootstrap 95% interval, sign-flip p over {args.resamples} resamples)")

@@ -82,6 +82,11 @@ def load_for_evaluation(path: str, max_seq_length: int | None, precision: str) -
     return model
 
 
+def model_similarity(model: SentenceTransformer) -> str:
+    """The similarity a model is judged with: its own, cosine when it names none (as sentence-transformers does)."""
+    return str(getattr(model, "similarity_fn_name", None) or "cosine")
+
+
 def embedding_key(path: str, name: str, precision: str) -> str:
     """The cache identity of a model's embeddings: its files, the name it is reported under, its precision."""
     return f"{folder_fingerprint(path)}|{name}{precision_tag(precision, '|')}"
@@ -114,7 +119,7 @@ def evaluate_models(
     curves: dict[str, evaluation.ReliabilityCurve] = {}
     for name, model in loaded.items():
         key = embedding_key(models[name], name, precision)
-        similarity = str(getattr(model, "similarity_fn_name", None) or "cosine")
+        similarity = model_similarity(model)
         for dataset, split in splits.items():
             queries, documents = encode_dataset(model, key, split, cache_dir, batch_size)
             variants = [System(name, dataset, similarity, queries, documents)]
