@@ -27,9 +27,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output-dir", type=Path, default=Path("data/processed"))
     parser.add_argument("--max-seq-length", type=int, default=256, help="the same cap for every model")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+    parser.add_argument("--precision", choices=("float32", "bfloat16", "auto"), default="float32",
                         help="bfloat16: the transformer under bfloat16 autocast, pooling and projection in float32 "
-                             "(several times faster on CPUs with AMX); the same for every model")
+                             "(several times faster on CPUs with AMX, several times slower on CPUs without native "
+                             "bfloat16, where it warns); auto: bfloat16 where native, else float32. The same for "
+                             "every model")
     parser.add_argument("--cache-dir", type=Path, default=None, help="embedding cache (default ~/.cache/ragcun/embeddings)")
     parser.add_argument("--whiten", action="store_true", help="add each model + post-hoc whitening fitted on the corpus")
     parser.add_argument("--whiten-dim", type=int, help="whiten to this many dimensions (default: the model's width)")
@@ -76,7 +78,13 @@ def display_names(paths: list[str], names: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    import torch
+
+    from ragcun.precision import resolve_precision
     from ragcun.reports import evaluate_models
+
+    args.precision = resolve_precision(args.precision, "cuda" if torch.cuda.is_available() else "cpu")
+    print(f"encoding precision: {args.precision}")
 
     paths = [*args.model, *args.baseline]
     try:

@@ -6,16 +6,23 @@ as ``eval_<name>_<figure>`` and any of them can be ``metric_for_best_model``.
 
 from __future__ import annotations
 
+import logging
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
+from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ragcun.isotropy import isotropy_report
 from ragcun.losses import SIGReg
+
+logger = logging.getLogger(__name__)
 
 LOGGED_ISOTROPY = (
     "mean_norm",
@@ -102,14 +109,39 @@ class IsotropyRetrievalEvaluator(SentenceEvaluator):
 
 
 class SIGRegStepCallback(TrainerCallback):
-    """Ties SIGReg's random directions to the trainer's global step.
+    """Ties SIGReg's random directions to the trainer's global step, and carries its memory across a resume.
 
-    A run resumed from a checkpoint then draws the directions the uninterrupted run would have
-    drawn, and every process draws the same ones.
+    A run resumed from a checkpoint then draws the directions the uninterrupted run would have drawn, and
+    every process draws the same ones. SIGReg's cross-batch memory and principal-direction estimate are
+    saved beside each checkpoint (one safetensors file per process) and restored from ``resume_from``; a
+    checkpoint without that file (saved by an older ragcun, or killed between the two writes) resumes with
+    an empty memory, which refills within ``memory_max_age`` steps, and says so.
     """
 
-    def __init__(self, sigreg: SIGReg) -> None:
+    def __init__(self, sigreg: SIGReg, resume_from: str | None = None) -> None:
         self.sigreg = sigreg
+        self.resume_from = resume_from
+
+    @staticmethod
+    def state_file(checkpoint: str | Path, rank: int) -> Path:
+        return Path(checkpoint) / f"sigreg_state-rank{rank}.safetensors"
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.resume_from is None:
+            return
+        path = self.state_file(self.resume_from, args.process_index)
+        if not path.is_file():
+            logger.warning("%s has no SIGReg state (%s): resuming with an empty SIGReg memory.", self.resume_from, path.name)
+            return
+        self.sigreg.load_state(load_file(str(path)))
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.sigreg.step = state.global_step * args.gradient_accumulation_steps
+
+    def on_save(self, args, state, control, **kwargs):
+        checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        checkpoint.mkdir(parents=True, exist_ok=True)  # every process writes its own file, as with rng_state
+        path = self.state_file(checkpoint, args.process_index)
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_file({k: v.contiguous() for k, v in self.sigreg.state().items()}, str(tmp))
+        os.replace(tmp, path)

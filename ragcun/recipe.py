@@ -19,6 +19,7 @@ import yaml
 from sentence_transformers import SentenceTransformerTrainingArguments
 from transformers import HfArgumentParser
 
+from ragcun.losses import SIGReg
 from ragcun.model import DEFAULT_BASE_MODEL, PROJECTION_INITS
 
 OBJECTIVES = ("lejepa", "mnrl_gor")
@@ -67,11 +68,32 @@ class LossArguments:
     lambda_contrastive: float = field(default=1.0, metadata={"help": "Weight of the Euclidean MNRL term."})
     lambda_isotropy: float = field(default=0.01, metadata={"help": "Weight of SIGReg."})
     num_slices: int = field(default=1024, metadata={"help": "Random directions per SIGReg step."})
+    num_principal: int | None = field(
+        default=64,
+        metadata={"help": "SIGReg's principal directions (eigenvectors of a running second moment of earlier "
+                  "embeddings, the most departing first), tested on the batch plus the cross-batch memory. "
+                  "0: off (random slices only, as LeJEPA); null: all of them."},
+    )
+    memory_size: int = field(
+        default=0,
+        metadata={"help": "SIGReg cross-batch memory: past steps' embeddings the principal slices are also tested on "
+                  "(0: off). Sharper detection in small batches, but stale once the model moves (see SIGReg)."},
+    )
+    memory_max_age: int = field(default=4, metadata={"help": "Steps an embedding may stay in SIGReg's memory."})
+    principal_horizon: int | None = field(
+        default=None, metadata={"help": "Embeddings the principal directions are estimated over; unset: 2 x dim."}
+    )
+    principal_refresh: int = field(default=1, metadata={"help": "Steps between re-estimates of the principal directions."})
     mnrl_scale: float = field(default=1.0, metadata={"help": "Logit scale per unit of L2 distance."})
     gradcache_mini_batch_size: int | None = field(
         default=None,
         metadata={"help": "Use CachedLeJEPALoss (GradCache) with this mini-batch size: large batches in small memory."},
     )
+
+    def sigreg_kwargs(self) -> dict[str, Any]:
+        return {"num_slices": self.num_slices, "num_principal": self.num_principal, "memory_size": self.memory_size,
+                "memory_max_age": self.memory_max_age, "principal_horizon": self.principal_horizon,
+                "principal_refresh": self.principal_refresh}
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -83,8 +105,8 @@ class LossArguments:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}. Use 0 to switch that term off.")
         if self.lambda_contrastive == 0 and self.lambda_isotropy == 0:
             raise ValueError("lambda_contrastive and lambda_isotropy are both 0: nothing would be trained.")
-        if self.num_slices < 1:
-            raise ValueError(f"num_slices must be a positive integer, got {self.num_slices}.")
+        # SIGReg checks its own settings, with the messages a user of the loss gets too
+        SIGReg(**self.sigreg_kwargs())
         if self.gradcache_mini_batch_size is not None and self.gradcache_mini_batch_size < 1:
             raise ValueError(f"gradcache_mini_batch_size must be positive, got {self.gradcache_mini_batch_size}.")
 

@@ -211,7 +211,7 @@ def run_training(recipe: Recipe, prepared: PreparedRun | None = None) -> dict[st
         args.prompts = _column_prompts(model, train_dataset.column_names)
 
     loss_kwargs = dict(lambda_contrastive=loss_args.lambda_contrastive, lambda_isotropy=loss_args.lambda_isotropy,
-                       num_slices=loss_args.num_slices, scale=loss_args.mnrl_scale, seed=args.seed)
+                       scale=loss_args.mnrl_scale, seed=args.seed, **loss_args.sigreg_kwargs())
     if loss_args.objective == "mnrl_gor":
         loss = MNRLGORLoss(model, scale=loss_args.cosine_scale, gor_weight=loss_args.gor_weight)
     elif loss_args.gradcache_mini_batch_size:
@@ -228,7 +228,7 @@ def run_training(recipe: Recipe, prepared: PreparedRun | None = None) -> dict[st
         eval_dataset=eval_dataset if evaluator is not None else None,
         loss=loss,
         evaluator=evaluator,
-        callbacks=[SIGRegStepCallback(loss.sigreg)] if hasattr(loss, "sigreg") else [],
+        callbacks=[SIGRegStepCallback(loss.sigreg, resume_from=resume)] if hasattr(loss, "sigreg") else [],
     )
     train_output = trainer.train(resume_from_checkpoint=resume)
     after = evaluator(model) if evaluator is not None else {}

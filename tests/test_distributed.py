@@ -1,4 +1,7 @@
-"""Two gloo processes on the CPU must reproduce one process on the concatenated batch."""
+"""Two gloo processes on the CPU must reproduce one process on the concatenated batch, step after step.
+
+Several steps, so that SIGReg's cross-batch memory and principal directions are in play by the last one.
+"""
 
 from __future__ import annotations
 
@@ -15,12 +18,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ragcun import LeJEPALoss, SIGReg
 
-WORLD_SIZE, LOCAL_BATCH, DIM_IN, DIM_OUT, COLUMNS = 2, 5, 8, 6, 3
+WORLD_SIZE, LOCAL_BATCH, DIM_IN, DIM_OUT, COLUMNS, STEPS = 2, 5, 8, 6, 3, 6
+# memory of 2 steps, directions re-estimated each step from a short horizon: both active from step 3 on
+SHAPE = dict(memory_size=4096, memory_max_age=2, principal_horizon=16)
 
 
-def global_batch() -> torch.Tensor:
+def global_batch(step: int) -> torch.Tensor:
     """(columns, global batch, features): queries, positives, hard negatives."""
-    generator = torch.Generator().manual_seed(11)
+    generator = torch.Generator().manual_seed(11 + step)
     return torch.randn(COLUMNS, WORLD_SIZE * LOCAL_BATCH, DIM_IN, generator=generator, dtype=torch.float64)
 
 
@@ -30,17 +35,26 @@ def make_net() -> nn.Linear:
 
 
 def losses() -> tuple[SIGReg, LeJEPALoss]:
-    return SIGReg(num_slices=64, seed=5), LeJEPALoss(nn.Identity(), lambda_isotropy=0.3, num_slices=64, seed=5)
+    return (SIGReg(num_slices=64, seed=5, **SHAPE),
+            LeJEPALoss(nn.Identity(), lambda_isotropy=0.3, num_slices=64, seed=5, **SHAPE))
 
 
-def run_step(net: nn.Module, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+def run_steps(net: nn.Module, rank: int | None) -> dict[str, torch.Tensor]:
+    """STEPS steps on this process's share of each global batch; the last step's values and gradients."""
     sigreg, lejepa = losses()
-    # one forward over all columns (DDP wants a single forward per backward), then split them again
-    embeddings = list(net(inputs.reshape(-1, DIM_IN)).reshape(COLUMNS, -1, DIM_OUT).unbind(0))
-    result = {"sigreg_alone": sigreg(torch.cat(embeddings)).detach()}
-    parts = lejepa.compute_loss_from_embeddings(embeddings)
-    torch.stack(list(parts.values())).sum().backward()
-    result.update({name: value.detach() for name, value in parts.items()})
+    for step in range(STEPS):
+        inputs = global_batch(step)
+        if rank is not None:
+            inputs = inputs[:, rank * LOCAL_BATCH : (rank + 1) * LOCAL_BATCH]
+        net.zero_grad()
+        # one forward over all columns (DDP wants a single forward per backward), then split them again
+        embeddings = list(net(inputs.reshape(-1, DIM_IN)).reshape(COLUMNS, -1, DIM_OUT).unbind(0))
+        result = {"sigreg_alone": sigreg(torch.cat(embeddings)).detach()}
+        parts = lejepa.compute_loss_from_embeddings(embeddings)
+        torch.stack(list(parts.values())).sum().backward()
+        result.update({name: value.detach() for name, value in parts.items()})
+    assert sigreg.principal.current is not None and sigreg.memory.global_count > 0
+    assert lejepa.sigreg.principal.current is not None
     return result
 
 
@@ -50,8 +64,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
     try:
         net = make_net()
         model = DistributedDataParallel(net)
-        local = global_batch()[:, rank * LOCAL_BATCH : (rank + 1) * LOCAL_BATCH]
-        result = run_step(model, local)
+        result = run_steps(model, rank)
         result.update({f"grad.{name}": p.grad for name, p in net.named_parameters()})
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
         dist.barrier()  # both results are on disk before either process leaves
@@ -71,7 +84,7 @@ def rank_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, tor
 @pytest.fixture(scope="module")
 def single_process() -> dict[str, torch.Tensor]:
     net = make_net()
-    result = run_step(net, global_batch())
+    result = run_steps(net, None)
     result.update({f"grad.{name}": p.grad for name, p in net.named_parameters()})
     return result
 

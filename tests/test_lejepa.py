@@ -37,6 +37,7 @@ def test_config_and_citation_for_the_model_card() -> None:
     loss = LeJEPALoss(nn.Identity(), num_slices=256)
     config = loss.get_config_dict()
     assert config["num_slices"] == 256 and config["lambda_isotropy"] == 0.01 and config["scale"] == 1.0
+    assert config["num_principal"] == 64 and config["memory_size"] == 0  # the shape-aware defaults
     assert "2511.08544" in loss.citation and "1807.03748" in loss.citation
 
 
@@ -57,16 +58,20 @@ def _grads(model) -> dict[str, torch.Tensor]:
 
 
 def test_cached_loss_equals_uncached(tiny_model) -> None:
+    """Step after step, so that SIGReg's memory and principal directions are in play by the last step."""
     queries, passages = tiny_texts()
-    batch = [queries[:12], passages[:12], passages[12:24]]
+    batches = [[queries[i : i + 12], passages[i : i + 12], passages[i + 12 : i + 24]] for i in (0, 24, 48, 12, 36)]
+    shape = dict(memory_size=4096, memory_max_age=2, principal_horizon=32)
     results = []
     for loss in (
-        LeJEPALoss(tiny_model, lambda_isotropy=0.05, num_slices=128, seed=1),
-        CachedLeJEPALoss(tiny_model, lambda_isotropy=0.05, num_slices=128, seed=1, mini_batch_size=5),
+        LeJEPALoss(tiny_model, lambda_isotropy=0.05, num_slices=128, seed=1, **shape),
+        CachedLeJEPALoss(tiny_model, lambda_isotropy=0.05, num_slices=128, seed=1, mini_batch_size=5, **shape),
     ):
-        tiny_model.zero_grad()
-        parts = loss([_features(tiny_model, column) for column in batch], None)
-        torch.stack(list(parts.values())).sum().backward()
+        for batch in batches:
+            tiny_model.zero_grad()
+            parts = loss([_features(tiny_model, column) for column in batch], None)
+            torch.stack(list(parts.values())).sum().backward()
+        assert loss.sigreg.principal.current is not None and loss.sigreg.memory.global_count > 0
         results.append(({k: v.item() for k, v in parts.items()}, _grads(tiny_model)))
     (plain_parts, plain_grads), (cached_parts, cached_grads) = results
     assert cached_parts == pytest.approx(plain_parts, rel=1e-5)

@@ -11,7 +11,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 import evaluate
-from ragcun.precision import set_encoding_precision
+from ragcun.precision import resolve_precision, set_encoding_precision
 from tests.conftest import tiny_texts
 from tests.test_reports import two_models, write_beir  # noqa: F401  (fixture)
 
@@ -38,6 +38,27 @@ def test_unknown_precision_is_refused(tiny_base_dir: Path) -> None:
     model = SentenceTransformer(str(tiny_base_dir), device="cpu")
     with pytest.raises(ValueError, match="Unknown precision 'float16'; use one of float32, bfloat16"):
         set_encoding_precision(model, "float16")
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [({"avx2", "amx_bf16"}, "bfloat16"), ({"avx512f", "avx512_bf16"}, "bfloat16"), ({"avx2", "avx512f"}, "float32")],
+)
+def test_auto_picks_bfloat16_only_where_the_cpu_computes_it(flags, expected) -> None:
+    assert resolve_precision("auto", "cpu", frozenset(flags)) == expected
+
+
+def test_bfloat16_on_an_emulating_cpu_warns_and_is_kept() -> None:
+    with pytest.warns(UserWarning, match="without native bfloat16.*6x slower.*float32"):
+        assert resolve_precision("bfloat16", "cpu", frozenset({"avx2"})) == "bfloat16"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_precision("bfloat16", "cpu", frozenset({"amx_bf16"})) == "bfloat16"
+        assert resolve_precision("float32", "cpu", frozenset()) == "float32"
+    with pytest.raises(ValueError, match="use one of float32, bfloat16, auto"):
+        resolve_precision("float16")
 
 
 def test_evaluate_caches_bfloat16_apart_and_reports_close_scores(two_models, tmp_path: Path) -> None:  # noqa: F811

@@ -146,6 +146,7 @@ def test_sigkill_then_resume_finishes_with_the_same_step_count(tmp_path: Path) -
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert (run_dir / "checkpoint-6").is_dir(), "training never reached a checkpoint"
+    assert (run_dir / "checkpoint-4" / "sigreg_state-rank0.safetensors").is_file()  # SIGReg's directions, memory
     assert not (run_dir / "final").exists(), "killed too late: the run had already finished"
 
     result = run_train(["--config", str(recipe), "--resume_from_checkpoint", "true"])

@@ -32,6 +32,9 @@ class LeJEPALoss(nn.Module):
         gather_across_devices: gather MNRL candidates across processes; None: when distributed.
         num_knots, t_max: the Epps–Pulley quadrature.
         seed: seeds the SIGReg directions (combined with the step).
+        **sigreg_options: SIGReg's shape-aware slices and cross-batch memory (``num_principal``,
+            ``memory_size``, ``memory_max_age``, ``principal_horizon``, ``principal_refresh``; see
+            :class:`SIGReg`, whose defaults apply; ``num_principal=0`` is LeJEPA's random slices alone).
     """
 
     def __init__(
@@ -45,6 +48,7 @@ class LeJEPALoss(nn.Module):
         num_knots: int = 17,
         t_max: float = 3.0,
         seed: int = 0,
+        **sigreg_options: Any,
     ) -> None:
         super().__init__()
         for name, value in (("lambda_contrastive", lambda_contrastive), ("lambda_isotropy", lambda_isotropy)):
@@ -56,7 +60,7 @@ class LeJEPALoss(nn.Module):
         self.lambda_contrastive = lambda_contrastive
         self.lambda_isotropy = lambda_isotropy
         self.contrastive = EuclideanMNRLoss(model, scale=scale, gather_across_devices=gather_across_devices)
-        self.sigreg = SIGReg(num_slices=num_slices, num_knots=num_knots, t_max=t_max, seed=seed)
+        self.sigreg = SIGReg(num_slices=num_slices, num_knots=num_knots, t_max=t_max, seed=seed, **sigreg_options)
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> dict[str, Tensor]:
         return self.compute_loss_from_embeddings(embed_columns(self.model, sentence_features), labels)
@@ -74,16 +78,12 @@ class LeJEPALoss(nn.Module):
         return parts
 
     def get_config_dict(self) -> dict[str, Any]:
-        univariate = self.sigreg.univariate
         return {
             "lambda_contrastive": self.lambda_contrastive,
             "lambda_isotropy": self.lambda_isotropy,
-            "num_slices": self.sigreg.num_slices,
             "scale": self.contrastive.scale,
             "gather_across_devices": self.contrastive._gather_setting,
-            "num_knots": univariate.num_knots,
-            "t_max": univariate.t_max,
-            "seed": self.sigreg.seed,
+            **self.sigreg.get_config_dict(),
         }
 
     @property
