@@ -20,8 +20,8 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-ProjectionInit = Literal["whiten", "mrl", "random"]
-PROJECTION_INITS: tuple[str, ...] = ("whiten", "mrl", "random")
+ProjectionInit = Literal["whiten", "mrl", "random", "scaled"]
+PROJECTION_INITS: tuple[str, ...] = ("whiten", "mrl", "random", "scaled")
 DEFAULT_BASE_MODEL = "google/embeddinggemma-300m"
 InitTexts = Sequence[str] | Mapping[str, Sequence[str]]
 
@@ -56,6 +56,9 @@ def fit_projection(
       information there), each centred and scaled to unit variance.
     - ``random``: ... is a Johnson–Lindenstrauss projection, rows N(0, 1/hidden), zero bias; it uses
       no data and does not centre or rescale: the baseline for the other two.
+    - ``scaled``: ... is the input times one number, so that coordinates have unit variance on average (√D
+      for normalized inputs): no rotation, no centring, so L2 ranks exactly as the input does (as cosine,
+      for a normalized input). ``output_dim`` must equal the input width.
     """
     if init not in PROJECTION_INITS:
         raise ValueError(f"Unknown projection init {init!r}: choose one of {', '.join(PROJECTION_INITS)}.")
@@ -88,6 +91,12 @@ def fit_projection(
             f"All {x.shape[0]} embeddings used to fit '{init}' are identical, so there is no variance to scale by: "
             "pass varied init texts (a sample of the training texts), or init='random'."
         )
+    if init == "scaled":
+        if output_dim != hidden:
+            raise ValueError(f"init='scaled' keeps every coordinate, so output_dim must be the input width {hidden}, "
+                             f"got {output_dim}. Use init='mrl' or 'whiten' to change the width.")
+        scale = 1.0 / np.sqrt(x.var(axis=0, ddof=1).mean())
+        return torch.eye(hidden) * float(scale), torch.zeros(hidden)
     mean = x.mean(axis=0)
     if init == "mrl":
         std = x[:, :output_dim].std(axis=0, ddof=1)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -113,9 +114,10 @@ class SIGRegStepCallback(TrainerCallback):
 
     A run resumed from a checkpoint then draws the directions the uninterrupted run would have drawn, and
     every process draws the same ones. SIGReg's cross-batch memory and principal-direction estimate are
-    saved beside each checkpoint (one safetensors file per process) and restored from ``resume_from``; a
-    checkpoint without that file (saved by an older ragcun, or killed between the two writes) resumes with
-    an empty memory, which refills within ``memory_max_age`` steps, and says so.
+    saved beside each checkpoint (one safetensors file per process) and restored from ``resume_from`` only
+    if every process can restore its own for the same number of processes; otherwise (a checkpoint saved
+    by an older ragcun, a kill between two processes' writes, another world size) every process starts
+    empty, which costs a few steps of power, and says so.
     """
 
     def __init__(self, sigreg: SIGReg, resume_from: str | None = None) -> None:
@@ -130,10 +132,12 @@ class SIGRegStepCallback(TrainerCallback):
         if self.resume_from is None:
             return
         path = self.state_file(self.resume_from, args.process_index)
-        if not path.is_file():
-            logger.warning("%s has no SIGReg state (%s): resuming with an empty SIGReg memory.", self.resume_from, path.name)
+        saved = _read_state(path, args.world_size)
+        if not _all_processes_agree(saved is not None):
+            logger.warning("%s has no usable SIGReg state for every one of %d processes (%s): resuming with an "
+                           "empty SIGReg memory and estimate.", self.resume_from, args.world_size, path.name)
             return
-        self.sigreg.load_state(load_file(str(path)))
+        self.sigreg.load_state(saved)
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.sigreg.step = state.global_step * args.gradient_accumulation_steps
@@ -143,5 +147,30 @@ class SIGRegStepCallback(TrainerCallback):
         checkpoint.mkdir(parents=True, exist_ok=True)  # every process writes its own file, as with rng_state
         path = self.state_file(checkpoint, args.process_index)
         tmp = path.with_name(f".{path.name}.tmp")
-        save_file({k: v.contiguous() for k, v in self.sigreg.state().items()}, str(tmp))
+        tensors = {k: v.contiguous() for k, v in self.sigreg.state().items()}
+        save_file({**tensors, "world_size": torch.tensor(args.world_size)}, str(tmp))
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
+
+
+def _read_state(path: Path, world_size: int) -> dict[str, torch.Tensor] | None:
+    """The saved SIGReg state, or None when missing, unreadable or saved by another number of processes."""
+    try:
+        saved = load_file(str(path))
+    except (OSError, SafetensorError):
+        return None
+    if int(saved.pop("world_size", torch.tensor(-1))) != world_size:
+        return None
+    return saved
+
+
+def _all_processes_agree(flag: bool) -> bool:
+    """True only if ``flag`` holds on every process (collective when distributed)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return flag
+    value = torch.tensor([int(flag)])
+    if torch.distributed.get_backend() == "nccl":
+        value = value.cuda()
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MIN)
+    return bool(value.item())

@@ -24,7 +24,7 @@ from sentence_transformers import SentenceTransformer
 PRECISIONS: tuple[str, ...] = ("float32", "bfloat16")
 PRECISION_CHOICES: tuple[str, ...] = (*PRECISIONS, "auto")
 # CPU flags (Linux /proc/cpuinfo) of instructions that compute bfloat16 natively
-NATIVE_BFLOAT16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+NATIVE_BFLOAT16_CPU_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")  # x86 AMX / AVX512-BF16; Arm's "bf16"
 
 
 def check_precision(precision: str) -> str:
@@ -41,13 +41,14 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     except OSError:
         return frozenset()
     for line in text.splitlines():
-        if line.startswith("flags"):
+        if line.startswith(("flags", "Features")):  # x86 lists "flags", Arm "Features"
             return frozenset(line.split(":", 1)[1].split())
     return frozenset()
 
 
 def native_bfloat16(device_type: str = "cpu", flags: frozenset[str] | None = None) -> bool:
-    """Whether ``device_type`` computes bfloat16 matmuls in hardware (CUDA: the GPU says; CPU: AMX or AVX512-BF16)."""
+    """Whether ``device_type`` computes bfloat16 matmuls in hardware (CUDA: the GPU says; CPU: AMX or
+    AVX512-BF16 on x86, BF16 on Arm)."""
     if device_type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     flags = cpu_flags() if flags is None else flags

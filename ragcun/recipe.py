@@ -36,6 +36,16 @@ class ModelArguments:
     freeze_layers: int = field(default=4, metadata={"help": "Freeze the first N transformer layers."})
     freeze_embeddings: bool = field(default=False, metadata={"help": "Freeze the token embedding matrix."})
     max_seq_length: int | None = field(default=256, metadata={"help": "Truncate inputs to this many tokens."})
+    train_head_only: bool = field(
+        default=False,
+        metadata={"help": "Keep the base frozen as released (its Normalize included) and train only the new Dense head "
+                  "on embeddings of the training texts computed once (cached in embedding_cache_dir). Minutes on a "
+                  "CPU instead of hours; freeze_layers, freeze_embeddings and gradcache_mini_batch_size do not apply."},
+    )
+    embedding_cache_dir: str | None = field(
+        default=None, metadata={"help": "Where train_head_only caches embeddings (default ~/.cache/ragcun/embeddings, "
+                                "shared with evaluate.py)."},
+    )
     tiny_base: bool = field(
         default=False,
         metadata={"help": "Ignore base_model and build a tiny random EmbeddingGemma-shaped base from a config "
@@ -144,6 +154,7 @@ class Recipe:
     data: DataArguments
     training: SentenceTransformerTrainingArguments
     resolved: dict[str, Any]  # the YAML with the command-line overrides applied, as the run used it
+    given: frozenset[str] = frozenset()  # the keys the YAML or the command line set (the rest are defaults)
 
 
 def _valid_keys() -> set[str]:
@@ -196,4 +207,4 @@ def parse_recipe(argv: list[str] | None = None) -> Recipe:
     for instance in (model_args, loss_args, data_args):
         resolved.update({f.name: getattr(instance, f.name) for f in fields(instance)})
     resolved.setdefault("output_dir", training_args.output_dir)
-    return Recipe(model_args, loss_args, data_args, training_args, resolved)
+    return Recipe(model_args, loss_args, data_args, training_args, resolved, frozenset(recipe) | frozenset(flags))

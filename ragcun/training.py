@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from datasets import Dataset
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
 
+from ragcun import head_training
 from ragcun.data import DataSource, load_training_data, validate_sources
 from ragcun.fileio import atomic_write_text
 from ragcun.losses import CachedLeJEPALoss, LeJEPALoss, MNRLGORLoss
@@ -117,6 +119,8 @@ def check_before_loading(recipe: Recipe) -> tuple[list[DataSource], str | None]:
             f"output_dir {output_dir} already holds files (a model or checkpoints). Pass --resume_from_checkpoint true "
             "to continue that run, --overwrite_output_dir true to write over it, or choose another --output_dir."
         )
+    if recipe.model.train_head_only:
+        head_training.check_head_only_recipe(set(recipe.given))
     if recipe.loss.lambda_isotropy > 0 and recipe.training.per_device_train_batch_size < 2:
         raise ValueError("SIGReg needs a batch of at least 2: raise per_device_train_batch_size.")
     return sources, resume
@@ -157,6 +161,24 @@ def _cosine_baseline(base: SentenceTransformer, model_args) -> SentenceTransform
     return base
 
 
+def _head_only_model(base: SentenceTransformer, base_path: str, recipe: Recipe, train_dataset,
+                     eval_dataset) -> SentenceTransformer:
+    """Encode every text once with the frozen base (main process first; the others read the cache), then the
+    lookup + head model the trainer trains (see :mod:`ragcun.head_training`)."""
+    model_args, args = recipe.model, recipe.training
+    if model_args.max_seq_length is not None:
+        base.max_seq_length = model_args.max_seq_length
+    base.eval()
+    texts = head_training.prompted_texts([train_dataset, eval_dataset], dict(base.prompts))
+    cache_dir = Path(model_args.embedding_cache_dir or head_training.DEFAULT_CACHE_DIR).expanduser()
+    with args.main_process_first(desc="encoding the training texts with the frozen base"):
+        encoded = head_training.encode_once(base, str(Path(base_path).expanduser()), texts, cache_dir,
+                                            batch_size=args.per_device_eval_batch_size)
+    table = np.load(encoded.table_path, allow_pickle=False)
+    head = head_training.build_head(table, model_args.output_dim, model_args.init, args.seed)
+    return head_training.training_model(base, encoded, head)
+
+
 def _save_model_atomically(model: SentenceTransformer, final_dir: Path) -> None:
     """Write beside, then swap: a crash mid-save leaves the previous final model intact."""
     tmp, old = final_dir.with_name(f".{final_dir.name}.tmp"), final_dir.with_name(f".{final_dir.name}.old")
@@ -194,7 +216,9 @@ def run_training(recipe: Recipe, prepared: PreparedRun | None = None) -> dict[st
     evaluator = _heldout_evaluator(eval_dataset, data_args.eval_metric)
     # the base as released (its own similarity, normalized if it normalizes): the starting point a user has
     base_metrics = evaluator(base) if evaluator is not None else {}
-    if loss_args.objective == "mnrl_gor":
+    if model_args.train_head_only:
+        model = _head_only_model(base, str(base_model), recipe, train_dataset, eval_dataset)
+    elif loss_args.objective == "mnrl_gor":
         model = _cosine_baseline(base, model_args)
     else:
         model = build_model(
@@ -252,7 +276,8 @@ def run_training(recipe: Recipe, prepared: PreparedRun | None = None) -> dict[st
     }
     if trainer.is_world_process_zero():
         output_dir.mkdir(parents=True, exist_ok=True)
-        _save_model_atomically(model, output_dir / "final")
+        _save_model_atomically(head_training.assemble(base, model) if model_args.train_head_only else model,
+                               output_dir / "final")
         atomic_write_text(output_dir / "recipe.yaml", yaml.safe_dump(_plain(recipe.resolved), sort_keys=False))
         atomic_write_text(output_dir / "training_summary.json", json.dumps(_plain(summary), indent=2) + "\n")
         print_summary(summary, output_dir)

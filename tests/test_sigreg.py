@@ -164,8 +164,12 @@ def test_evaluation_neither_reads_nor_writes_the_memory() -> None:
     sigreg = SIGReg(num_slices=16, memory_size=4096, principal_horizon=64)
     stream(sigreg, anisotropic, steps=8, batch=32, d=8)
     held, weight = sigreg.memory.global_count, sigreg.principal.weight
+    x = anisotropic(32, 8, torch.Generator().manual_seed(5))
+    # the batch alone, on the directions as they stand: what a fresh SIGReg with those directions computes
+    alone = SIGReg(num_slices=16, memory_size=4096, principal_horizon=64)
+    alone.principal.current, alone.step = sigreg.principal.current.clone(), sigreg.step
     with torch.no_grad():
-        sigreg(gaussian(32, 8))
+        assert sigreg(x).item() == pytest.approx(alone(x).item(), rel=1e-6)
     sigreg.eval()
     sigreg(gaussian(32, 8))
     assert sigreg.memory.global_count == held and sigreg.principal.weight == weight
@@ -222,7 +226,7 @@ def test_trainer_callback_saves_and_restores_the_state(tmp_path) -> None:
     kwargs = dict(num_slices=16, memory_size=64, principal_horizon=32)
     trained = SIGReg(**kwargs)
     stream(trained, anisotropic, steps=6, batch=16, d=8)
-    args = SimpleNamespace(output_dir=str(tmp_path), process_index=0, gradient_accumulation_steps=1)
+    args = SimpleNamespace(output_dir=str(tmp_path), process_index=0, gradient_accumulation_steps=1, world_size=1)
     SIGRegStepCallback(trained).on_save(args, SimpleNamespace(global_step=6), None)
     checkpoint = tmp_path / "checkpoint-6"
     assert SIGRegStepCallback.state_file(checkpoint, 0).is_file()
@@ -237,3 +241,14 @@ def test_trainer_callback_saves_and_restores_the_state(tmp_path) -> None:
     fresh = SIGReg(**kwargs)
     SIGRegStepCallback(fresh, resume_from=str(old_checkpoint)).on_train_begin(args, None, None)
     assert fresh.memory.global_count == 0 and fresh.principal.current is None
+    # saved by one process, resumed by two: the memory's counts would be wrong, so nothing is restored
+    other = SIGReg(**kwargs)
+    SIGRegStepCallback(other, resume_from=str(checkpoint)).on_train_begin(
+        SimpleNamespace(**{**vars(args), "world_size": 2}), None, None)
+    assert other.memory.global_count == 0 and other.principal.current is None
+
+
+def test_horizon_below_the_dimension_is_refused() -> None:
+    sigreg = SIGReg(num_slices=8, principal_horizon=4)
+    with pytest.raises(ValueError, match="principal_horizon 4 is below the embedding dimension 8"):
+        sigreg(gaussian(16, 8).requires_grad_())

@@ -16,31 +16,7 @@ import yaml
 
 from ragcun.recipe import parse_recipe
 
-REPO = Path(__file__).resolve().parents[1]
-QUICKSTART = REPO / "recipes" / "quickstart.yaml"
-TRIPLETS = REPO / "recipes" / "data" / "quickstart-triplets.jsonl"
-
-
-def small_recipe(tmp_path: Path, **overrides) -> Path:
-    """The quickstart recipe shrunk to seconds: fewer rows, fewer layers, a few steps."""
-    recipe = yaml.safe_load(QUICKSTART.read_text())
-    recipe.update(
-        train_data=[str(TRIPLETS)], max_samples=160, eval_size=32, tiny_num_layers=2, tiny_hidden_size=32,
-        output_dim=16, init_samples=120, num_slices=64, per_device_train_batch_size=16, max_steps=12,
-        logging_steps=1, eval_steps=6, save_steps=4, save_total_limit=None, load_best_model_at_end=False,
-        output_dir=str(tmp_path / "run"), disable_tqdm=True, dataloader_drop_last=True,
-    )
-    recipe.update(overrides)
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return path
-
-
-def run_train(args: list[str], cwd: Path = REPO, timeout: int = 400, **popen) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout, **popen)
+from tests.conftest import QUICKSTART, REPO, run_train, small_recipe
 
 
 # ---------------------------------------------------------------- recipes

@@ -80,6 +80,12 @@ class CrossBatchMemory:
         for entry in self.entries:
             entry.cos_sum, entry.sin_sum = cf_sums(entry.rows)
 
+    def to(self, device: torch.device) -> None:
+        for entry in self.entries:
+            entry.rows = entry.rows.to(device)
+            if entry.cos_sum is not None:
+                entry.cos_sum, entry.sin_sum = entry.cos_sum.to(device), entry.sin_sum.to(device)
+
     def reset(self) -> None:
         self.entries.clear()
 

@@ -52,10 +52,16 @@ class PrincipalDirections:
         Collective when distributed: every process must call it at the same step.
         """
         rows = rows.detach().to(torch.float64)
+        horizon = self.horizon if self.horizon is not None else 2 * rows.shape[1]
+        if horizon < rows.shape[1]:
+            raise ValueError(
+                f"principal_horizon {horizon} is below the embedding dimension {rows.shape[1]}: the estimate would "
+                f"never reach full rank and the principal slices would never start. Use at least {rows.shape[1]}, "
+                "or leave it unset (twice the dimension)."
+            )
         moment = rows.T @ rows
         if is_distributed():
             dist.all_reduce(moment)
-        horizon = self.horizon if self.horizon is not None else 2 * rows.shape[1]
         decay = math.exp(-global_count / horizon)
         if self.moment_sum is None:
             self.moment_sum, self.weight = moment, float(global_count)
@@ -76,6 +82,12 @@ class PrincipalDirections:
         chosen = departure.argsort(descending=True)[:count]
         self.current = eigenvectors[:, chosen].contiguous()
         return self.current
+
+    def to(self, device: torch.device) -> None:
+        if self.moment_sum is not None:
+            self.moment_sum = self.moment_sum.to(device)
+        if self.current is not None:
+            self.current = self.current.to(device)
 
     def reset(self) -> None:
         self.moment_sum, self.weight, self.current = None, 0.0, None

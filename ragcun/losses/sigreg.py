@@ -58,9 +58,10 @@ class SIGReg(nn.Module):
     The statistic is the mean of the two families' means (each weighs half, whatever its count). No
     direction is estimated from the embeddings it tests, so on N(0, I) data every slice is an exact N(0, 1)
     sample and the null stays at :func:`~ragcun.losses.epps_pulley.epps_pulley_expected_null` (about
-    1.05). The memory and the estimate are read and written only in training mode with gradients enabled
-    (not in evaluation, not under ``torch.no_grad()``); ``state()`` / ``load_state()`` carry them across a
-    resume.
+    1.05). The memory and the estimate are read and written only in training mode with gradients enabled;
+    in evaluation or under ``torch.no_grad()`` the batch alone is tested, on the random slices and on the
+    principal directions as they stand. ``state()`` / ``load_state()`` carry the memory and the estimate
+    across a resume. ``step`` advances on every call; in training the trainer callback sets it each step.
 
     Args:
         num_slices: random directions per call.
@@ -133,10 +134,16 @@ class SIGReg(nn.Module):
                 "Use a batch size of 2 or more; the statistic grows more reliable with larger batches."
             )
         self._check_dim(embeddings.shape[1])
-        # cos(t·x) needs more precision than bf16/fp16 carries at |t·x| ~ 10.
+        # cos(t·x) needs more precision than bf16/fp16 carries at |t·x| ~ 10: float32 in, and no autocast
+        # turning the projections back into bf16 under a mixed-precision trainer.
         embeddings = embeddings.float() if embeddings.dtype in (torch.float16, torch.bfloat16) else embeddings
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            return self._statistic_of(embeddings, num_samples)
+
+    def _statistic_of(self, embeddings: Tensor, num_samples: int) -> Tensor:
         learning = self.training and torch.is_grad_enabled()
         if learning:
+            self._move_state(embeddings.device)  # e.g. restored on the CPU by a resume, trained on a GPU
             self._maybe_refresh(embeddings)
 
         directions = self.directions(embeddings.shape[1], self.step, embeddings.device, embeddings.dtype)
@@ -159,6 +166,12 @@ class SIGReg(nn.Module):
         # Each family weighs half, whatever its count: the sketch over the sphere and the shape. Both average
         # exact N(0, 1) slices on N(0, I) data, so the null stays where the random slices alone put it.
         return torch.stack([family.mean() for family in statistics]).mean()
+
+    def _move_state(self, device: torch.device) -> None:
+        if self.memory is not None:
+            self.memory.to(device)
+        if self.principal is not None:
+            self.principal.to(device)
 
     def _statistic(self, cos_sum: Tensor, sin_sum: Tensor, num_samples: int) -> Tensor:
         """Per-slice statistic from this process's sums, added over processes first when distributed."""
