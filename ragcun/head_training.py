@@ -34,9 +34,10 @@ DEFAULT_CACHE_DIR = Path.home() / ".cache" / "ragcun" / "embeddings"
 BACKBONE_KEYS = ("freeze_layers", "freeze_embeddings", "gradcache_mini_batch_size")
 
 
-def check_head_only_recipe(given_keys: set[str]) -> None:
-    """Refuse, before anything is encoded, a head-only recipe that also asks to train (part of) the backbone."""
-    clash = sorted(given_keys & set(BACKBONE_KEYS))
+def check_head_only_recipe(given: dict[str, object], defaults: dict[str, object]) -> None:
+    """Refuse, before anything is encoded, a head-only recipe that also asks to train (part of) the backbone:
+    a backbone key set to anything but its default (a recipe written out by an earlier run lists them all)."""
+    clash = sorted(key for key in BACKBONE_KEYS if key in given and given[key] != defaults[key])
     if clash:
         raise ValueError(
             f"train_head_only keeps the whole backbone frozen, but the recipe also sets {', '.join(clash)}, which "
@@ -44,44 +45,99 @@ def check_head_only_recipe(given_keys: set[str]) -> None:
         )
 
 
-def prompted_texts(datasets: list[Dataset | None], prompts: dict[str, str]) -> list[str]:
-    """Every distinct text as training and the held-out evaluator present it: anchors with the query prompt,
-    the other columns with the document prompt."""
-    texts: dict[str, None] = {}
-    for dataset in datasets:
-        if dataset is None:
-            continue
+@dataclass
+class TextGroups:
+    """The texts to encode, by the prompt name they are presented with (None: the model's default, if any)."""
+
+    train: dict[str | None, list[str]]
+    heldout: dict[str | None, list[str]]
+
+
+def text_groups(train: Dataset, heldout: Dataset | None, column_prompts: dict[str, str] | None,
+                prompts: dict[str, str]) -> TextGroups:
+    """What the trainer and the held-out evaluator will look up: training columns with the collator's column
+    prompts (``column_prompts`` maps a column to a prompt name here), held-out queries and documents with the
+    ``query`` / ``document`` prompts when the model has them (as the evaluator encodes them)."""
+
+    def collect(dataset: Dataset, prompt_of) -> dict[str | None, list[str]]:
+        groups: dict[str | None, dict[str, None]] = {}
         for column in dataset.column_names:
-            prompt = prompts.get("query" if column == "anchor" else "document", "")
-            texts.update((prompt + text, None) for text in dataset[column])
-    return list(texts)
+            groups.setdefault(prompt_of(column), {}).update(dict.fromkeys(dataset[column]))
+        return {name: list(texts) for name, texts in groups.items()}
+
+    def evaluator_prompt(column: str) -> str | None:
+        name = "query" if column == "anchor" else "document"
+        return name if name in prompts else None
+
+    return TextGroups(
+        train=collect(train, lambda column: (column_prompts or {}).get(column)),
+        heldout=collect(heldout, evaluator_prompt) if heldout is not None else {},
+    )
 
 
 @dataclass
 class EncodedTexts:
     table_path: Path
     texts_path: Path
+    train_rows: np.ndarray  # rows of the table that hold training texts (the head's init is fitted on those)
 
 
-def encode_once(base: SentenceTransformer, base_path: str, texts: list[str], cache_dir: Path, batch_size: int) -> EncodedTexts:
-    """The frozen base's embeddings of ``texts`` (prompts already in them), cached under a key of the base's files,
-    the texts and max_seq_length: a cache made by another base, prompt or length is never read back."""
+def encode_once(base: SentenceTransformer, base_path: str, groups: TextGroups, cache_dir: Path,
+                batch_size: int) -> EncodedTexts:
+    """The frozen base's embeddings of every group, encoded as at inference (``encode(prompt_name=...)``) and
+    cached by evaluate.py's ``encode_cached`` (keyed by the base's folder fingerprint, the texts, the prompt and
+    max_seq_length, in resumable shards), then joined into one lookup table keyed by the exact string the
+    model's preprocessing receives: prompt + text."""
     model_id = f"{folder_fingerprint(base_path)}|frozen-base"
-    key = cache_key(model_id, texts, None, base.max_seq_length)
-    cache_dir = Path(cache_dir).expanduser()
-    encode_cached(base, model_id, texts, None, cache_dir, batch_size=batch_size)
-    texts_path = cache_dir / f"{key}.texts.json"
-    if not texts_path.is_file():
-        tmp = texts_path.with_name(texts_path.name + ".tmp")
-        tmp.write_text(json.dumps(texts), encoding="utf-8")
-        os.replace(tmp, texts_path)
-    return EncodedTexts(cache_dir / f"{key}.npy", texts_path)
+    cache_dir = Path(cache_dir).expanduser().resolve()
+    keys: list[str] = []
+    parts: list[np.ndarray] = []
+    train_keys: set[str] = set()
+    for split, split_groups in (("train", groups.train), ("heldout", groups.heldout)):
+        for prompt_name, texts in split_groups.items():
+            prefix = base.prompts.get(prompt_name or base.default_prompt_name or "", "")
+            parts.append(encode_cached(base, model_id, texts, prompt_name, cache_dir, batch_size=batch_size))
+            keys += [prefix + text for text in texts]
+            if split == "train":
+                train_keys.update(prefix + text for text in texts)
+    table = np.concatenate(parts)
+    digest = cache_key(model_id, keys, None, base.max_seq_length)
+    table_path, texts_path = cache_dir / f"{digest}.table.npy", cache_dir / f"{digest}.texts.json"
+    if not (table_path.is_file() and texts_path.is_file()):
+        _write_atomically(table_path, lambda tmp: np.save(tmp, table, allow_pickle=False))
+        _write_atomically(texts_path, lambda tmp: tmp.write_text(json.dumps(keys), encoding="utf-8"))
+    train_rows = np.array(sorted({row for row, key in enumerate(keys) if key in train_keys}))
+    return EncodedTexts(table_path, texts_path, train_rows)
 
 
-def build_head(table: np.ndarray, output_dim: int, init: str, seed: int) -> Dense:
-    """One Dense layer (identity activation) on the base's output, fitted on the cached embeddings."""
-    weight, bias = fit_projection(table, output_dim, init, seed)  # type: ignore[arg-type]
-    return Dense(table.shape[1], output_dim, bias=True, activation_function=nn.Identity(), init_weight=weight,
+def check_same_table(checkpoint: Path, encoded: EncodedTexts) -> None:
+    """A resumed head must keep training on the embeddings it started from, not on another table."""
+    config = checkpoint / CachedEmbeddings.config_file_name
+    if not config.is_file():
+        return
+    saved = json.loads(config.read_text(encoding="utf-8")).get("table_path")
+    if saved is not None and Path(saved) != encoded.table_path:
+        raise ValueError(
+            f"{checkpoint} was trained on the embeddings in {saved}, but this recipe encodes to {encoded.table_path} "
+            "(another base, data, prompt or max_seq_length). Resume with the recipe the run started with, or start a "
+            "new run in another output_dir."
+        )
+
+
+def _write_atomically(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def build_head(train_embeddings: np.ndarray, output_dim: int, init: str, seed: int, samples: int) -> Dense:
+    """One Dense layer (identity activation) on the base's output, fitted on a sample of ``samples`` training
+    embeddings (never the held-out ones), as the full stack fits its projection on ``init_samples`` texts."""
+    rng = np.random.default_rng(seed)
+    if len(train_embeddings) > samples:
+        train_embeddings = train_embeddings[np.sort(rng.choice(len(train_embeddings), samples, replace=False))]
+    weight, bias = fit_projection(train_embeddings, output_dim, init, seed)  # type: ignore[arg-type]
+    return Dense(train_embeddings.shape[1], output_dim, bias=True, activation_function=nn.Identity(), init_weight=weight,
                  init_bias=bias)
 
 

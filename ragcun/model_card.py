@@ -26,6 +26,8 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard
 from sentence_transformers import SentenceTransformer
 
+from ragcun.head_training import BACKBONE_KEYS
+
 ST_PLACEHOLDER_ID = "sentence_transformers_model_id"  # what sentence-transformers writes when no model_id is set
 RAGCUN_TAGS = ["ragcun", "isotropic-gaussian", "euclidean-distance", "sigreg", "lejepa"]
 CARD_TEMPLATE = "template.md"
@@ -203,6 +205,9 @@ def _recipe_rows(recipe: dict | None, summary: dict | None) -> list[tuple[str, s
     shown = {key: f"`{recipe[key]}`" for key in RECIPE_ROWS if recipe.get(key) not in (None, "")}
     if recipe.get("tiny_base"):
         shown["base_model"] = "tiny Gemma built from a config (`tiny_base: true`), random weights"
+    if recipe.get("train_head_only"):  # the backbone was frozen whole: its freezing options did not apply
+        for key in BACKBONE_KEYS:
+            shown.pop(key, None)
     rows = [(key, shown[key]) for key in RECIPE_ROWS if key in shown]
     names = _train_data_names(recipe)
     if names:

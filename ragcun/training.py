@@ -7,6 +7,7 @@ afterwards: the plain-loadable model, the resolved recipe and ``training_summary
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import logging
@@ -29,7 +30,7 @@ from ragcun.fileio import atomic_write_text
 from ragcun.losses import CachedLeJEPALoss, LeJEPALoss, MNRLGORLoss
 from ragcun.model import build_model, freeze, load_base
 from ragcun.monitor import IsotropyRetrievalEvaluator, SIGRegStepCallback
-from ragcun.recipe import Recipe
+from ragcun.recipe import LossArguments, ModelArguments, Recipe
 
 logger = logging.getLogger(__name__)
 SUMMARY_FIGURES = ("mrr@10", "recall@10", "mean_norm", "variance_mean", "cov_identity_fro", "cov_identity_fro_floor",
@@ -120,7 +121,12 @@ def check_before_loading(recipe: Recipe) -> tuple[list[DataSource], str | None]:
             "to continue that run, --overwrite_output_dir true to write over it, or choose another --output_dir."
         )
     if recipe.model.train_head_only:
-        head_training.check_head_only_recipe(set(recipe.given))
+        given = {key: recipe.resolved.get(key) for key in recipe.given}
+        defaults = {f.name: f.default for dc in (ModelArguments, LossArguments) for f in dataclasses.fields(dc)}
+        head_training.check_head_only_recipe(given, defaults)
+        if "prompts" in recipe.given:
+            raise ValueError("train_head_only encodes with the base's own query/document prompts; a recipe `prompts` "
+                             "mapping is not supported with it. Remove `prompts`.")
     if recipe.loss.lambda_isotropy > 0 and recipe.training.per_device_train_batch_size < 2:
         raise ValueError("SIGReg needs a batch of at least 2: raise per_device_train_batch_size.")
     return sources, resume
@@ -161,21 +167,30 @@ def _cosine_baseline(base: SentenceTransformer, model_args) -> SentenceTransform
     return base
 
 
-def _head_only_model(base: SentenceTransformer, base_path: str, recipe: Recipe, train_dataset,
-                     eval_dataset) -> SentenceTransformer:
+def _head_only_model(base: SentenceTransformer, base_path: str, recipe: Recipe, train_dataset, eval_dataset,
+                     resume: str | None) -> SentenceTransformer:
     """Encode every text once with the frozen base (main process first; the others read the cache), then the
     lookup + head model the trainer trains (see :mod:`ragcun.head_training`)."""
     model_args, args = recipe.model, recipe.training
-    if model_args.max_seq_length is not None:
-        base.max_seq_length = model_args.max_seq_length
     base.eval()
-    texts = head_training.prompted_texts([train_dataset, eval_dataset], dict(base.prompts))
-    cache_dir = Path(model_args.embedding_cache_dir or head_training.DEFAULT_CACHE_DIR).expanduser()
+    prompts = dict(base.prompts)
+    if base.default_prompt_name and not {"query", "document"} <= set(prompts):
+        raise ValueError("train_head_only needs a base with both query and document prompts, or no default prompt: "
+                         f"this one has default_prompt_name {base.default_prompt_name!r} and prompts {sorted(prompts)}.")
+    column_prompts = ({column: "query" if column == "anchor" else "document" for column in train_dataset.column_names}
+                      if {"query", "document"} <= set(prompts) else None)
+    groups = head_training.text_groups(train_dataset, eval_dataset, column_prompts, prompts)
+    cache_dir = Path(model_args.embedding_cache_dir or head_training.DEFAULT_CACHE_DIR)
     with args.main_process_first(desc="encoding the training texts with the frozen base"):
-        encoded = head_training.encode_once(base, str(Path(base_path).expanduser()), texts, cache_dir,
+        encoded = head_training.encode_once(base, str(Path(base_path).expanduser()), groups, cache_dir,
                                             batch_size=args.per_device_eval_batch_size)
+    if resume is not None:
+        head_training.check_same_table(Path(resume), encoded)
     table = np.load(encoded.table_path, allow_pickle=False)
-    head = head_training.build_head(table, model_args.output_dim, model_args.init, args.seed)
+    head = head_training.build_head(table[encoded.train_rows], model_args.output_dim, model_args.init, args.seed,
+                                    samples=model_args.init_samples)
+    # the table is a buffer: DDP must not broadcast it to every process before every forward
+    args.ddp_broadcast_buffers = False
     return head_training.training_model(base, encoded, head)
 
 
@@ -213,11 +228,13 @@ def run_training(recipe: Recipe, prepared: PreparedRun | None = None) -> dict[st
                                  num_layers=model_args.tiny_num_layers, seed=args.seed)
         base_model = str(tiny_dir)
     base = load_base(base_model)
+    if model_args.train_head_only and model_args.max_seq_length is not None:
+        base.max_seq_length = model_args.max_seq_length  # the base's own figures at the length the head sees
     evaluator = _heldout_evaluator(eval_dataset, data_args.eval_metric)
     # the base as released (its own similarity, normalized if it normalizes): the starting point a user has
     base_metrics = evaluator(base) if evaluator is not None else {}
     if model_args.train_head_only:
-        model = _head_only_model(base, str(base_model), recipe, train_dataset, eval_dataset)
+        model = _head_only_model(base, str(base_model), recipe, train_dataset, eval_dataset, resume)
     elif loss_args.objective == "mnrl_gor":
         model = _cosine_baseline(base, model_args)
     else:
