@@ -124,6 +124,9 @@ def check_before_loading(recipe: Recipe) -> tuple[list[DataSource], str | None]:
         given = {key: recipe.resolved.get(key) for key in recipe.given}
         defaults = {f.name: f.default for dc in (ModelArguments, LossArguments) for f in dataclasses.fields(dc)}
         head_training.check_head_only_recipe(given, defaults)
+        if recipe.loss.objective != "lejepa":
+            raise ValueError(f"train_head_only trains ragcun's head with the lejepa objective; objective "
+                             f"{recipe.loss.objective!r} keeps the base's own head. Use one or the other.")
         if "prompts" in recipe.given:
             raise ValueError("train_head_only encodes with the base's own query/document prompts; a recipe `prompts` "
                              "mapping is not supported with it. Remove `prompts`.")

@@ -107,6 +107,15 @@ def test_head_only_refuses_backbone_options_before_encoding(tmp_path: Path) -> N
     assert not (tmp_path / "cache").exists()
 
 
+def test_head_only_refuses_the_cosine_baseline_objective(tmp_path: Path) -> None:
+    from ragcun.recipe import parse_recipe
+    from ragcun.training import check_before_loading
+
+    recipe = head_recipe(tmp_path, objective="mnrl_gor")
+    with pytest.raises(ValueError, match="train_head_only trains ragcun's head with the lejepa objective"):
+        check_before_loading(parse_recipe(["--config", str(recipe)]))
+
+
 def test_a_head_only_run_can_be_rerun_from_its_written_recipe(head_run: Path) -> None:
     from ragcun.recipe import parse_recipe
     from ragcun.training import check_before_loading
