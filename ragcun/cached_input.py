@@ -48,8 +48,9 @@ class CachedEmbeddings(InputModule):
         self.register_buffer("table", torch.from_numpy(np.ascontiguousarray(table, dtype=np.float32)), persistent=False)
 
     def preprocess(self, inputs: Sequence[str], prompt: str | None = None, **kwargs: Any) -> dict[str, torch.Tensor]:
-        """Row numbers, as ``input_ids`` (the key the trainer collects features by); -1 for a text that was not encoded, refused in ``forward`` (the trainer's model card also
-        preprocesses the raw columns, for their lengths, without ever embedding them)."""
+        """Row numbers, as ``input_ids`` (the key the trainer collects features by); -1 for a text that was not
+        encoded, refused in ``forward`` (the trainer's model card also preprocesses the raw columns, for their
+        lengths, without ever embedding them)."""
         texts = [prompt + text for text in inputs] if prompt else list(inputs)
         return {"input_ids": torch.tensor([self.index.get(text, -1) for text in texts], dtype=torch.long)}
 

@@ -137,8 +137,8 @@ def build_head(train_embeddings: np.ndarray, output_dim: int, init: str, seed: i
     if len(train_embeddings) > samples:
         train_embeddings = train_embeddings[np.sort(rng.choice(len(train_embeddings), samples, replace=False))]
     weight, bias = fit_projection(train_embeddings, output_dim, init, seed)  # type: ignore[arg-type]
-    return Dense(train_embeddings.shape[1], output_dim, bias=True, activation_function=nn.Identity(), init_weight=weight,
-                 init_bias=bias)
+    return Dense(train_embeddings.shape[1], output_dim, bias=True, activation_function=nn.Identity(),
+                 init_weight=weight, init_bias=bias)
 
 
 def training_model(base: SentenceTransformer, encoded: EncodedTexts, head: Dense) -> SentenceTransformer:
