@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 from sentence_transformers import SentenceTransformer
+
+from ragcun.fileio import atomic_write
 
 
 def folder_fingerprint(model_name_or_path: str) -> str:
@@ -88,6 +89,4 @@ def encode_cached(
 
 
 def _save_atomically(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, array, allow_pickle=False)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: np.save(tmp, array, allow_pickle=False))

@@ -15,7 +15,6 @@ L2 exactly as the base ranks by cosine: training then only has to shape the clou
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from torch import nn
 
 from ragcun.cached_input import CachedEmbeddings
 from ragcun.embedding_cache import cache_key, encode_cached, folder_fingerprint
+from ragcun.fileio import atomic_write, atomic_write_text
 from ragcun.model import fit_projection
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "ragcun" / "embeddings"
@@ -104,8 +104,8 @@ def encode_once(base: SentenceTransformer, base_path: str, groups: TextGroups, c
     digest = cache_key(model_id, keys, None, base.max_seq_length)
     table_path, texts_path = cache_dir / f"{digest}.table.npy", cache_dir / f"{digest}.texts.json"
     if not (table_path.is_file() and texts_path.is_file()):
-        _write_atomically(table_path, lambda tmp: np.save(tmp, table, allow_pickle=False))
-        _write_atomically(texts_path, lambda tmp: tmp.write_text(json.dumps(keys), encoding="utf-8"))
+        atomic_write(table_path, lambda tmp: np.save(tmp, table, allow_pickle=False))
+        atomic_write_text(texts_path, json.dumps(keys))
     train_rows = np.array(sorted({row for row, key in enumerate(keys) if key in train_keys}))
     return EncodedTexts(table_path, texts_path, train_rows)
 
@@ -122,12 +122,6 @@ def check_same_table(checkpoint: Path, encoded: EncodedTexts) -> None:
             "(another base, data, prompt or max_seq_length). Resume with the recipe the run started with, or start a "
             "new run in another output_dir."
         )
-
-
-def _write_atomically(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def build_head(train_embeddings: np.ndarray, output_dim: int, init: str, seed: int, samples: int) -> Dense:

@@ -7,7 +7,6 @@ as ``eval_<name>_<figure>`` and any of them can be ``metric_for_best_model``.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from ragcun.fileio import atomic_write
 from ragcun.isotropy import isotropy_report
 from ragcun.losses import SIGReg
 
@@ -145,13 +145,9 @@ class SIGRegStepCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         checkpoint.mkdir(parents=True, exist_ok=True)  # every process writes its own file, as with rng_state
-        path = self.state_file(checkpoint, args.process_index)
-        tmp = path.with_name(f".{path.name}.tmp")
         tensors = {k: v.contiguous() for k, v in self.sigreg.state().items()}
-        save_file({**tensors, "world_size": torch.tensor(args.world_size)}, str(tmp))
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        tensors["world_size"] = torch.tensor(args.world_size)
+        atomic_write(self.state_file(checkpoint, args.process_index), lambda tmp: save_file(tensors, str(tmp)))
 
 
 def _read_state(path: Path, world_size: int) -> dict[str, torch.Tensor] | None:
