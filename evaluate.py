@@ -33,6 +33,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "bfloat16, where it warns); auto: bfloat16 where native, else float32. The same for "
                              "every model")
     parser.add_argument("--cache-dir", type=Path, default=None, help="embedding cache (default ~/.cache/ragcun/embeddings)")
+    parser.add_argument("--frozen-base", default=None,
+                        help="the frozen base of head-only models: every model that is a head on it encodes through "
+                             "its memoized embeddings (the base encodes each text once for all of them; kept in the "
+                             "cache dir); other models encode as usual")
     parser.add_argument("--whiten", action="store_true", help="add each model + post-hoc whitening fitted on the corpus")
     parser.add_argument("--whiten-dim", type=int, help="whiten to this many dimensions (default: the model's width)")
     parser.add_argument("--mteb-tasks", nargs="+", default=[], help="MTEB task names, run with mteb.evaluate (Hub data)")
@@ -42,11 +46,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_mteb_tasks(args: argparse.Namespace, models: dict[str, str]) -> dict[str, dict[str, float]]:
+def run_mteb_tasks(args: argparse.Namespace, models: dict[str, str], memo=None) -> dict[str, dict[str, float]]:
     """Named MTEB tasks and local folders through mteb, each model under its own explicit name."""
     from ragcun.mteb_tasks import beir_retrieval_task, resolve_tasks, run_mteb, sts_task, weights_fingerprint
     from ragcun.precision import precision_tag
-    from ragcun.reports import load_for_evaluation
+    from ragcun.reports import load_for_evaluation, with_memoized_base
 
     tasks: list = list(resolve_tasks(args.mteb_tasks)) if args.mteb_tasks else []  # unknown names fail here
     if args.mteb_local:
@@ -62,9 +66,24 @@ def run_mteb_tasks(args: argparse.Namespace, models: dict[str, str]) -> dict[str
         # the precision is part of the revision: bfloat16 results never stand in for float32 ones, or back
         revision = weights_fingerprint(model) + precision_tag(args.precision, "-")
         # an explicit name per model: a fine-tuned model never reads back its base model's cached results
-        scores[name] = run_mteb(model, tasks, output, model_name=name if "/" in name else f"ragcun-eval/{name}",
-                                revision=revision)
+        scores[name] = run_mteb(with_memoized_base(model, memo), tasks, output,
+                                model_name=name if "/" in name else f"ragcun-eval/{name}", revision=revision)
+        if memo is not None:
+            memo.save_memo()
     return scores
+
+
+def frozen_base_memo(args: argparse.Namespace):
+    """The memoized frozen base of --frozen-base, at the evaluation's token cap and precision (None without it)."""
+    if args.frozen_base is None:
+        return None
+    from ragcun.embedding_cache import DEFAULT_CACHE_DIR
+    from ragcun.frozen_base import MemoizedBase, memo_path
+    from ragcun.reports import load_for_evaluation
+
+    base = load_for_evaluation(args.frozen_base, args.max_seq_length, args.precision)
+    return MemoizedBase(base, memo_path(args.frozen_base, base, args.cache_dir or DEFAULT_CACHE_DIR, args.precision),
+                        batch_size=args.batch_size)
 
 
 def display_names(paths: list[str], names: list[str]) -> list[str]:
@@ -91,13 +110,14 @@ def main(argv: list[str] | None = None) -> None:
         if not args.data and not (args.mteb_tasks or args.sts):
             raise ValueError("Nothing to evaluate on: pass --data BEIR_FOLDER (repeatable), --sts or --mteb-tasks.")
         models = dict(zip(display_names(paths, args.name), paths))
+        memo = frozen_base_memo(args)
         systems = []
         if args.data:
             systems = evaluate_models(models, args.data, args.output_dir, split_name=args.split,
                                       max_seq_length=args.max_seq_length, batch_size=args.batch_size,
                                       cache_dir=args.cache_dir, whiten=args.whiten,
-                                      whiten_dim=args.whiten_dim, precision=args.precision)
-        mteb_scores = run_mteb_tasks(args, models)
+                                      whiten_dim=args.whiten_dim, precision=args.precision, memo=memo)
+        mteb_scores = run_mteb_tasks(args, models, memo)
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"evaluate.py: error: {error}")
     for system in systems:

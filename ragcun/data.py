@@ -671,6 +671,13 @@ def _split_by_anchor(data: Dataset, eval_rows: int) -> tuple[Dataset, Dataset]:
     return data.select(train_indices), data.select(sorted(eval_indices))
 
 
+def _pad_negatives(dataset: Dataset, count: int) -> Dataset:
+    """Add empty (None) negative columns up to ``count``: slots to be mined, never trained on as they are."""
+    for name in negative_columns(count)[len(dataset.column_names) - 2:]:
+        dataset = dataset.add_column(name, pa.array([None] * len(dataset), pa.string()))
+    return dataset
+
+
 def load_training_data(
     sources: Sources,
     *,
@@ -679,11 +686,14 @@ def load_training_data(
     shuffle: bool = True,
     eval_fraction: float = 0.0,
     eval_size: int | None = None,
+    pad_negatives: bool = False,
 ) -> tuple[Dataset, Dataset | None]:
     """Load, normalise and mix the sources into (train, held-out eval or None).
 
-    Columns are ``anchor``, ``positive`` and the negatives all sources share (a mix of triplets and
-    pairs gives pairs, with a warning). Order: concatenate, shuffle with ``seed``, keep the first
+    Columns are ``anchor``, ``positive`` and the negatives all sources share: a mix of triplets and
+    pairs gives pairs, with a warning, unless ``pad_negatives``, which keeps every source's negatives
+    and leaves the missing ones None, for :func:`ragcun.hard_negatives.mine_missing_negatives` to
+    fill. Order: concatenate, shuffle with ``seed``, keep the first
     ``max_samples`` rows, then hold out ``eval_size`` rows (else ``round(eval_fraction * N)``).
     The held-out split is made by anchor text, never by row: datasets such as the TREC DL
     triplets repeat each query dozens of times, and a row split would put the same query in both
@@ -703,12 +713,16 @@ def load_training_data(
 
     parts = [(source.label, _load_source(source, kind, files)) for source, kind, files in checked]
     counts = {label: len(dataset.column_names) - 2 for label, dataset in parts}
-    keep = min(counts.values())
-    if keep < max(counts.values()):
+    keep = max(counts.values()) if pad_negatives else min(counts.values())
+    if pad_negatives and min(counts.values()) < keep:
+        logger.info("Keeping every source's negatives (%s); the %s missing in the others are mined.",
+                    ", ".join(f"{label}: {count}" for label, count in counts.items()), keep)
+        parts = [(label, _pad_negatives(dataset, keep)) for label, dataset in parts]
+    elif keep < max(counts.values()):
         dropped = {label: count - keep for label, count in counts.items() if count > keep}
         logger.warning(
             "The sources have different numbers of negative columns (%s); keeping %d in all, so %s dropped "
-            "(from %s). Mix sources of the same shape to keep the hard negatives.",
+            "(from %s). Set mine_hard_negatives to keep them and mine negatives for the others.",
             ", ".join(f"{label}: {count}" for label, count in counts.items()), keep,
             f"{max(dropped.values())} negative column(s) were", ", ".join(dropped),
         )

@@ -19,17 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from datasets import Dataset
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Dense
 from torch import nn
 
 from ragcun.cached_input import CachedEmbeddings
-from ragcun.embedding_cache import cache_key, encode_cached, folder_fingerprint
+from ragcun.embedding_cache import DEFAULT_CACHE_DIR, cache_key, encode_cached, encode_shards, folder_fingerprint
 from ragcun.fileio import atomic_write, atomic_write_text
 from ragcun.model import fit_projection
 
-DEFAULT_CACHE_DIR = Path.home() / ".cache" / "ragcun" / "embeddings"
 # Recipe keys that only mean something when the backbone trains: given with head-only training, they are refused.
 BACKBONE_KEYS = ("freeze_layers", "freeze_embeddings", "gradcache_mini_batch_size")
 
@@ -62,7 +62,7 @@ def text_groups(train: Dataset, heldout: Dataset | None, column_prompts: dict[st
     def collect(dataset: Dataset, prompt_of) -> dict[str | None, list[str]]:
         groups: dict[str | None, dict[str, None]] = {}
         for column in dataset.column_names:
-            groups.setdefault(prompt_of(column), {}).update(dict.fromkeys(dataset[column]))
+            groups.setdefault(prompt_of(column), {}).update(dict.fromkeys(t for t in dataset[column] if t is not None))
         return {name: list(texts) for name, texts in groups.items()}
 
     def evaluator_prompt(column: str) -> str | None:
@@ -80,6 +80,17 @@ class EncodedTexts:
     table_path: Path
     texts_path: Path
     train_rows: np.ndarray  # rows of the table that hold training texts (the head's init is fitted on those)
+
+
+def encode_own_shards(base: SentenceTransformer, base_path: str, groups: TextGroups, cache_dir: Path,
+                      batch_size: int, process_index: int, num_processes: int) -> None:
+    """This process's share of every group's missing shards (see ``encode_shards``): under ``accelerate launch``
+    N processes encode the texts N times faster; :func:`encode_once` then joins them."""
+    model_id = f"{folder_fingerprint(base_path)}|frozen-base"
+    for split_groups in (groups.train, groups.heldout):
+        for prompt_name, texts in split_groups.items():
+            encode_shards(base, model_id, texts, prompt_name, Path(cache_dir).expanduser().resolve(),
+                          batch_size=batch_size, process_index=process_index, num_processes=num_processes)
 
 
 def encode_once(base: SentenceTransformer, base_path: str, groups: TextGroups, cache_dir: Path,
@@ -124,20 +135,51 @@ def check_same_table(checkpoint: Path, encoded: EncodedTexts) -> None:
         )
 
 
-def build_head(train_embeddings: np.ndarray, output_dim: int, init: str, seed: int, samples: int) -> Dense:
-    """One Dense layer (identity activation) on the base's output, fitted on a sample of ``samples`` training
-    embeddings (never the held-out ones), as the full stack fits its projection on ``init_samples`` texts."""
+# Pre-activation spread of a deep head's Tanh layers at init: tanh(x) is within 2% of x at one standard deviation,
+# so step 0 ranks (almost) as the linear init does, and the layers can still learn to bend.
+TANH_INPUT_STD = 0.25
+
+
+def build_head(train_embeddings: np.ndarray, output_dim: int, init: str, seed: int, samples: int,
+               layers: int = 1) -> list[Dense]:
+    """The head's Dense layers on the base's output, fitted on a sample of ``samples`` training embeddings (never
+    the held-out ones), as the full stack fits its projection on ``init_samples`` texts.
+
+    One layer: the fitted projection (identity activation). More: ``layers - 1`` square Dense + Tanh layers first,
+    initialised near-linear (a scaled identity keeping pre-activations small, see ``TANH_INPUT_STD``), then the
+    fitted projection divided by that scale, so the whole head starts as (almost) the one-layer head. Only standard
+    sentence-transformers modules: the saved model loads with no custom code.
+    """
+    if layers < 1:
+        raise ValueError(f"head_layers must be a positive integer, got {layers}.")
     rng = np.random.default_rng(seed)
     if len(train_embeddings) > samples:
         train_embeddings = train_embeddings[np.sort(rng.choice(len(train_embeddings), samples, replace=False))]
     weight, bias = fit_projection(train_embeddings, output_dim, init, seed)  # type: ignore[arg-type]
-    return Dense(train_embeddings.shape[1], output_dim, bias=True, activation_function=nn.Identity(),
-                 init_weight=weight, init_bias=bias)
+    width = train_embeddings.shape[1]
+    hidden: list[Dense] = []
+    if layers > 1:
+        shrink = TANH_INPUT_STD / float(np.sqrt(train_embeddings.var(axis=0).mean()))
+        for depth in range(layers - 1):
+            scale = shrink if depth == 0 else 1.0
+            hidden.append(Dense(width, width, bias=True, activation_function=nn.Tanh(),
+                                init_weight=torch.eye(width) * scale, init_bias=torch.zeros(width)))
+        weight = weight / shrink
+    last = Dense(width, output_dim, bias=True, activation_function=nn.Identity(), init_weight=weight, init_bias=bias)
+    return [*hidden, last]
 
 
-def training_model(base: SentenceTransformer, encoded: EncodedTexts, head: Dense) -> SentenceTransformer:
+def lookup_model(base: SentenceTransformer, encoded: EncodedTexts) -> SentenceTransformer:
+    """The frozen base as a table lookup, ranking with the base's own similarity: what hard negatives are mined
+    with, and what the base's held-out figures are read from."""
+    return SentenceTransformer(modules=[CachedEmbeddings(str(encoded.table_path), str(encoded.texts_path))],
+                               prompts=dict(base.prompts), default_prompt_name=base.default_prompt_name,
+                               similarity_fn_name=base.similarity_fn_name or "cosine", device="cpu")
+
+
+def training_model(base: SentenceTransformer, encoded: EncodedTexts, head: list[Dense]) -> SentenceTransformer:
     """What the trainer trains: the cached lookup in the backbone's place, then the head."""
-    return SentenceTransformer(modules=[CachedEmbeddings(str(encoded.table_path), str(encoded.texts_path)), head],
+    return SentenceTransformer(modules=[CachedEmbeddings(str(encoded.table_path), str(encoded.texts_path)), *head],
                                prompts=dict(base.prompts), default_prompt_name=base.default_prompt_name,
                                similarity_fn_name="euclidean", device="cpu")
 

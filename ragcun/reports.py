@@ -19,8 +19,9 @@ from sentence_transformers import SentenceTransformer
 
 from ragcun import evaluation, plots
 from ragcun.beir import BeirSplit, load_beir
-from ragcun.embedding_cache import encode_cached, folder_fingerprint
+from ragcun.embedding_cache import DEFAULT_CACHE_DIR, encode_cached, folder_fingerprint
 from ragcun.fileio import atomic_write_text
+from ragcun.frozen_base import MemoizedBase, head_of, on_memoized_base
 from ragcun.isotropy import isotropy_report
 from ragcun.model import load_base
 from ragcun.precision import check_precision, precision_tag, set_encoding_precision
@@ -82,6 +83,12 @@ def load_for_evaluation(path: str, max_seq_length: int | None, precision: str) -
     return model
 
 
+def with_memoized_base(model: SentenceTransformer, memo: MemoizedBase | None) -> SentenceTransformer:
+    """A head on ``memo``'s frozen base is evaluated on the memoized base embeddings; any other model as it is."""
+    head = head_of(model, memo.base) if memo is not None else None
+    return model if head is None else on_memoized_base(model, memo, head)
+
+
 def model_similarity(model: SentenceTransformer) -> str:
     """The similarity a model is judged with: its own, cosine when it names none (as sentence-transformers does)."""
     return str(getattr(model, "similarity_fn_name", None) or "cosine")
@@ -104,17 +111,20 @@ def evaluate_models(
     whiten: bool = False,
     whiten_dim: int | None = None,
     precision: str = "float32",
+    memo: MemoizedBase | None = None,
 ) -> list[System]:
     """``models`` maps a display name to a model path or Hub id. Returns every system with its metrics.
 
     ``precision="bfloat16"`` encodes with the transformer under bfloat16 autocast (:mod:`ragcun.precision`);
-    its embeddings are cached under their own keys.
+    its embeddings are cached under their own keys. With ``memo`` (a frozen base), the models that are a head on
+    that base encode through it: the base encodes each text once for all of them.
     """
     check_output_dir(output_dir)
     check_precision(precision)
-    cache_dir = cache_dir or Path.home() / ".cache" / "ragcun" / "embeddings"
+    cache_dir = cache_dir or DEFAULT_CACHE_DIR
     splits = {Path(folder).name: load_beir(folder, split_name) for folder in datasets}  # bad folders fail here
-    loaded = {name: load_for_evaluation(path, max_seq_length, precision) for name, path in models.items()}
+    loaded = {name: with_memoized_base(load_for_evaluation(path, max_seq_length, precision), memo)
+              for name, path in models.items()}
     systems: list[System] = []
     curves: dict[str, evaluation.ReliabilityCurve] = {}
     for name, model in loaded.items():
@@ -122,6 +132,8 @@ def evaluate_models(
         similarity = model_similarity(model)
         for dataset, split in splits.items():
             queries, documents = encode_dataset(model, key, split, cache_dir, batch_size)
+            if memo is not None:
+                memo.save_memo()
             variants = [System(name, dataset, similarity, queries, documents)]
             if whiten:
                 weight, bias = evaluation.whitening(documents, whiten_dim)

@@ -20,21 +20,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import yaml
-from datasets import Dataset
+from datasets import Dataset, load_from_disk
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
 
 from ragcun import head_training
 from ragcun.data import DataSource, load_training_data, validate_sources
 from ragcun.fileio import atomic_write_text
+from ragcun.hard_negatives import mine_missing_negatives
 from ragcun.losses import CachedLeJEPALoss, LeJEPALoss, MNRLGORLoss
-from ragcun.model import build_model, freeze, load_base
+from ragcun.model import build_model, freeze, load_base, resolve_base, unit_variance_scale
 from ragcun.monitor import IsotropyRetrievalEvaluator, SIGRegStepCallback
 from ragcun.recipe import LossArguments, ModelArguments, Recipe
 
 logger = logging.getLogger(__name__)
-SUMMARY_FIGURES = ("mrr@10", "recall@10", "mean_norm", "variance_mean", "cov_identity_fro", "cov_identity_fro_floor",
-                   "mean_abs_offdiag_corr", "sigreg", "is_isotropic")
+SUMMARY_FIGURES = ("mrr@10", "recall@10", "mean_norm", "mean_norm_excess", "variance_mean", "variance_min",
+                   "variance_max", "cov_identity_fro", "cov_identity_fro_floor", "mean_abs_offdiag_corr",
+                   "offdiag_corr_excess", "sigreg", "is_isotropic")
 
 
 def _plain(value: Any) -> Any:
@@ -103,7 +106,8 @@ def prepare_run(recipe: Recipe) -> PreparedRun:
     """
     sources, resume = check_before_loading(recipe)
     train_dataset, eval_dataset = load_training_data(
-        sources, max_samples=recipe.data.max_samples, seed=recipe.training.seed, eval_size=recipe.data.eval_size or None
+        sources, max_samples=recipe.data.max_samples, seed=recipe.training.seed, eval_size=recipe.data.eval_size or None,
+        pad_negatives=recipe.data.mine_hard_negatives > 0,
     )
     return PreparedRun(train_dataset, eval_dataset, resume)
 
@@ -130,6 +134,10 @@ def check_before_loading(recipe: Recipe) -> tuple[list[DataSource], str | None]:
         if "prompts" in recipe.given:
             raise ValueError("train_head_only encodes with the base's own query/document prompts; a recipe `prompts` "
                              "mapping is not supported with it. Remove `prompts`.")
+    elif recipe.loss.lambda_anchor > 0:
+        raise ValueError("lambda_anchor keeps the frozen base's ranking and needs train_head_only: fine-tuning the "
+                         "backbone has no frozen copy of the base to distil from. Set train_head_only true or "
+                         "lambda_anchor 0.")
     if recipe.loss.lambda_isotropy > 0 and recipe.training.per_device_train_batch_size < 2:
         raise ValueError("SIGReg needs a batch of at least 2: raise per_device_train_batch_size.")
     return sources, resume
@@ -153,11 +161,18 @@ def _column_prompts(model: SentenceTransformer, columns: list[str]) -> dict[str,
     return {column: model.prompts["query" if column == "anchor" else "document"] for column in columns}
 
 
+def _complete_rows(dataset: Dataset) -> Dataset:
+    """The held-out rows as the trainer's eval loss needs them: without the negative columns a source left empty
+    (pairs mixed with triplets; the held-out evaluator still uses the negatives that exist)."""
+    empty = [c for c in dataset.column_names[2:] if None in dataset[c]]
+    return dataset.remove_columns(dataset.column_names[2:]) if empty else dataset
+
+
 def _heldout_evaluator(eval_dataset, metric: str) -> IsotropyRetrievalEvaluator | None:
     if eval_dataset is None or len(eval_dataset) == 0:
         return None
     queries, positives = eval_dataset["anchor"], eval_dataset["positive"]
-    extra = [t for column in eval_dataset.column_names[2:] for t in eval_dataset[column]]
+    extra = [t for column in eval_dataset.column_names[2:] for t in eval_dataset[column] if t is not None]
     return IsotropyRetrievalEvaluator(queries, positives, extra_documents=extra, name="heldout", primary_metric=metric)
 
 
@@ -170,10 +185,42 @@ def _cosine_baseline(base: SentenceTransformer, model_args) -> SentenceTransform
     return base
 
 
+def _mine(recipe: Recipe, train_dataset: Dataset, ranker: SentenceTransformer) -> Dataset:
+    """Fill the empty negative slots from the frozen base's ranking (no-op unless mine_hard_negatives is set)."""
+    data_args, args = recipe.data, recipe.training
+    if not data_args.mine_hard_negatives:
+        return train_dataset
+    if args.world_size == 1:
+        return mine_missing_negatives(train_dataset, ranker, data_args.mine_hard_negatives,
+                                      range_min=data_args.mine_range_min,
+                                      relative_margin=data_args.mine_relative_margin,
+                                      batch_size=args.per_device_eval_batch_size)
+    # several processes: the main one mines and saves, the others load exactly its rows (same data everywhere)
+    saved = Path(args.output_dir) / "mined-training-data"
+    with args.main_process_first(desc="mining hard negatives"):
+        if args.process_index == 0:
+            mined = mine_missing_negatives(train_dataset, ranker, data_args.mine_hard_negatives,
+                                           range_min=data_args.mine_range_min,
+                                           relative_margin=data_args.mine_relative_margin,
+                                           batch_size=args.per_device_eval_batch_size)
+            shutil.rmtree(saved, ignore_errors=True)
+            mined.save_to_disk(str(saved))
+        return load_from_disk(str(saved))
+
+
+@dataclass
+class HeadOnlySetup:
+    model: SentenceTransformer  # the cached lookup, then the head
+    base: SentenceTransformer  # the cached lookup alone, ranking as the base does (its figures without encoding)
+    train_dataset: Dataset  # with the mined negatives
+    base_scale: float  # what brings the base's unit vectors to unit average variance (the scaled init's factor)
+
+
 def _head_only_model(base: SentenceTransformer, base_path: str, recipe: Recipe, train_dataset, eval_dataset,
-                     resume: str | None) -> SentenceTransformer:
-    """Encode every text once with the frozen base (main process first; the others read the cache), then the
-    lookup + head model the trainer trains (see :mod:`ragcun.head_training`)."""
+                     resume: str | None) -> HeadOnlySetup:
+    """Encode every text once with the frozen base (main process first; the others read the cache), mine the
+    missing hard negatives from those embeddings, then the lookup + head model the trainer trains (see
+    :mod:`ragcun.head_training`)."""
     model_args, args = recipe.model, recipe.training
     base.eval()
     prompts = dict(base.prompts)
@@ -184,17 +231,26 @@ def _head_only_model(base: SentenceTransformer, base_path: str, recipe: Recipe, 
                       if {"query", "document"} <= set(prompts) else None)
     groups = head_training.text_groups(train_dataset, eval_dataset, column_prompts, prompts)
     cache_dir = Path(model_args.embedding_cache_dir or head_training.DEFAULT_CACHE_DIR)
-    with args.main_process_first(desc="encoding the training texts with the frozen base"):
-        encoded = head_training.encode_once(base, str(Path(base_path).expanduser()), groups, cache_dir,
+    base_path = str(Path(base_path).expanduser())
+    if args.world_size > 1:
+        # each process encodes its share of the shards; all of them are on disk before the main process joins them
+        head_training.encode_own_shards(base, base_path, groups, cache_dir, args.per_device_eval_batch_size,
+                                        args.process_index, args.world_size)
+        torch.distributed.barrier()
+    with args.main_process_first(desc="joining the frozen base's embeddings"):
+        encoded = head_training.encode_once(base, base_path, groups, cache_dir,
                                             batch_size=args.per_device_eval_batch_size)
     if resume is not None:
         head_training.check_same_table(Path(resume), encoded)
-    table = np.load(encoded.table_path, allow_pickle=False)
-    head = head_training.build_head(table[encoded.train_rows], model_args.output_dim, model_args.init, args.seed,
-                                    samples=model_args.init_samples)
+    lookup = head_training.lookup_model(base, encoded)
+    train_dataset = _mine(recipe, train_dataset, lookup)
+    train_embeddings = np.load(encoded.table_path, allow_pickle=False)[encoded.train_rows]
+    head = head_training.build_head(train_embeddings, model_args.output_dim, model_args.init, args.seed,
+                                    samples=model_args.init_samples, layers=model_args.head_layers)
     # the table is a buffer: DDP must not broadcast it to every process before every forward
     args.ddp_broadcast_buffers = False
-    return head_training.training_model(base, encoded, head)
+    base_scale = unit_variance_scale(train_embeddings, model_args.output_dim)
+    return HeadOnlySetup(head_training.training_model(base, encoded, head), lookup, train_dataset, base_scale)
 
 
 def _save_model_atomically(model: SentenceTransformer, final_dir: Path) -> None:
@@ -217,16 +273,16 @@ def run_training(recipe: Recipe, prepared: PreparedRun | None = None) -> dict[st
     args, model_args, loss_args, data_args = recipe.training, recipe.model, recipe.loss, recipe.data
     output_dir = Path(args.output_dir)
 
-    base_model: str | SentenceTransformer = model_args.base_model
+    base_model: str | SentenceTransformer = resolve_base(model_args.base_model)
     if model_args.tiny_base:
         from ragcun.tiny_model import build_tiny_gemma
 
         tiny_dir = output_dir / "tiny-base"
         with args.main_process_first(desc="building the tiny base"):
             if not (tiny_dir / "modules.json").is_file():
-                texts = [t for column in train_dataset.column_names for t in train_dataset[column]]
+                texts = [t for column in train_dataset.column_names for t in train_dataset[column] if t is not None]
                 if eval_dataset is not None:
-                    texts += [t for column in eval_dataset.column_names for t in eval_dataset[column]]
+                    texts += [t for column in eval_dataset.column_names for t in eval_dataset[column] if t is not None]
                 build_tiny_gemma(tiny_dir, texts, hidden_size=model_args.tiny_hidden_size,
                                  num_layers=model_args.tiny_num_layers, seed=args.seed)
         base_model = str(tiny_dir)
@@ -234,10 +290,17 @@ def run_training(recipe: Recipe, prepared: PreparedRun | None = None) -> dict[st
     if model_args.train_head_only and model_args.max_seq_length is not None:
         base.max_seq_length = model_args.max_seq_length  # the base's own figures at the length the head sees
     evaluator = _heldout_evaluator(eval_dataset, data_args.eval_metric)
-    # the base as released (its own similarity, normalized if it normalizes): the starting point a user has
-    base_metrics = evaluator(base) if evaluator is not None else {}
+    # the base as released (its own similarity, normalized if it normalizes): the starting point a user has;
+    # with head-only training, read from the cached embeddings once they exist (the same vectors, no encoding)
+    base_metrics = evaluator(base) if evaluator is not None and not model_args.train_head_only else {}
+    if not model_args.train_head_only:
+        train_dataset = _mine(recipe, train_dataset, base)  # the base as released ranks the training documents
+    head_only = None
     if model_args.train_head_only:
-        model = _head_only_model(base, str(base_model), recipe, train_dataset, eval_dataset, resume)
+        head_only = _head_only_model(base, str(base_model), recipe, train_dataset, eval_dataset, resume)
+        model, train_dataset = head_only.model, head_only.train_dataset
+        if evaluator is not None:
+            base_metrics = evaluator(head_only.base)
     elif loss_args.objective == "mnrl_gor":
         model = _cosine_baseline(base, model_args)
     else:
@@ -256,6 +319,9 @@ def run_training(recipe: Recipe, prepared: PreparedRun | None = None) -> dict[st
 
     loss_kwargs = dict(lambda_contrastive=loss_args.lambda_contrastive, lambda_isotropy=loss_args.lambda_isotropy,
                        scale=loss_args.mnrl_scale, seed=args.seed, **loss_args.sigreg_kwargs())
+    if loss_args.lambda_anchor > 0 and head_only is not None:  # the cached lookup is the frozen base
+        loss_kwargs.update(lambda_anchor=loss_args.lambda_anchor, anchor_model=model[0],
+                           anchor_scale=loss_args.anchor_scale or head_only.base_scale)
     if loss_args.objective == "mnrl_gor":
         loss = MNRLGORLoss(model, scale=loss_args.cosine_scale, gor_weight=loss_args.gor_weight)
     elif loss_args.gradcache_mini_batch_size:
@@ -269,7 +335,7 @@ def run_training(recipe: Recipe, prepared: PreparedRun | None = None) -> dict[st
         model=model,
         args=args,
         train_dataset=train_dataset,
-        eval_dataset=eval_dataset if evaluator is not None else None,
+        eval_dataset=_complete_rows(eval_dataset) if evaluator is not None else None,
         loss=loss,
         evaluator=evaluator,
         callbacks=[SIGRegStepCallback(loss.sigreg, resume_from=resume)] if hasattr(loss, "sigreg") else [],
@@ -310,8 +376,9 @@ def print_summary(summary: dict[str, Any], output_dir: Path) -> None:
     print(f"\nTrained {summary['global_step']} steps in {summary['wall_time_s']:.0f}s; model saved to {output_dir / 'final'}")
     if not all(columns.values()):
         return
-    print("Held-out sample (queries and their documents kept out of training). N(0, I) means: mean_norm ~ 0, "
-          "variance ~ 1, cov_identity_fro ~ its floor, mean_abs_offdiag_corr ~ its floor, sigreg ~ 1.05.")
+    print("Held-out sample (queries and their documents kept out of training, together). N(0, I) means: "
+          "mean_norm_excess ~ 0 (mean_norm itself ~ sqrt(D/N)), variance ~ 1, cov_identity_fro ~ its floor, "
+          "offdiag_corr_excess ~ 0, sigreg ~ 1.05; is_isotropic judges each against N(0, I)'s own sampling spread.")
     print(f"{'figure':<28}" + "".join(f"{name:>14}" for name in columns))
     for figure in SUMMARY_FIGURES:
         key = f"heldout_{figure}"

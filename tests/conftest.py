@@ -46,12 +46,13 @@ def tiny_base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # ---------------------------------------------------------------- train.py runs
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
+TINY = REPO / "recipes" / "tiny.yaml"
 TRIPLETS = REPO / "recipes" / "data" / "quickstart-triplets.jsonl"
 
 
 def small_recipe(tmp_path: Path, drop: tuple[str, ...] = (), **overrides) -> Path:
-    """The quickstart recipe shrunk to seconds: fewer rows, fewer layers, a few steps; ``drop``: keys to remove."""
-    recipe = yaml.safe_load(QUICKSTART.read_text())
+    """The tiny-model recipe shrunk to seconds: fewer rows, fewer layers, a few steps; ``drop``: keys to remove."""
+    recipe = yaml.safe_load(TINY.read_text())
     recipe.update(
         train_data=[str(TRIPLETS)], max_samples=160, eval_size=32, tiny_num_layers=2, tiny_hidden_size=32,
         output_dim=16, init_samples=120, num_slices=64, per_device_train_batch_size=16, max_steps=12,

@@ -87,3 +87,75 @@ def test_cached_loss_without_grad_reports_parts(tiny_model) -> None:
     with torch.no_grad():
         parts = loss([_features(tiny_model, queries[:6]), _features(tiny_model, passages[:6])], None)
     assert set(parts) == {"contrastive", "sigreg"} and all(torch.isfinite(v) for v in parts.values())
+
+
+class Lookup(nn.Module):
+    """A frozen "base": row ids -> unit vectors (what CachedEmbeddings gives head-only training)."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("table", nn.functional.normalize(table, dim=-1))
+
+    def forward(self, features: dict) -> dict:
+        return {**features, "sentence_embedding": self.table[features["input_ids"]]}
+
+
+class HeadOnLookup(nn.Module):
+    def __init__(self, lookup: Lookup, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.lookup, self.linear = lookup, nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+        self.linear.weight.data.copy_(weight)
+
+    def forward(self, features: dict) -> dict:
+        features = self.lookup(features)
+        return {**features, "sentence_embedding": self.linear(features["sentence_embedding"])}
+
+
+def anchor_setup(weight: torch.Tensor):
+    lookup = Lookup(torch.randn(40, 16, generator=torch.Generator().manual_seed(0)))
+    features = [{"input_ids": torch.arange(start, start + 8)} for start in (0, 8, 16)]
+    model = HeadOnLookup(lookup, weight)
+    return lookup, model, features
+
+
+def test_anchor_is_the_kl_from_the_bases_in_batch_ranking_to_the_models() -> None:
+    weight = torch.randn(16, 16, generator=torch.Generator().manual_seed(1))
+    lookup, model, features = anchor_setup(weight)
+    loss = LeJEPALoss(model, lambda_isotropy=0, lambda_anchor=0.5, anchor_model=lookup, anchor_scale=3.0)
+    parts = loss(features)
+    assert set(parts) == {"contrastive", "anchor"}
+    base = [lookup.table[f["input_ids"]] for f in features]
+    teacher = (-torch.cdist(3.0 * base[0], 3.0 * torch.cat(base[1:]))).log_softmax(-1)
+    mapped = [b @ weight.T for b in base]
+    student = (-torch.cdist(mapped[0], torch.cat(mapped[1:]))).log_softmax(-1)
+    expected = (teacher.exp() * (teacher - student)).sum(-1).mean()
+    assert parts["anchor"].item() == pytest.approx(0.5 * expected.item(), rel=1e-4)
+    parts["anchor"].backward()
+    assert model.linear.weight.grad is not None and model.linear.weight.grad.abs().sum() > 0
+
+
+def test_anchor_is_zero_for_the_scaled_base_and_grows_as_the_ranking_changes() -> None:
+    lookup, keeps, features = anchor_setup(torch.eye(16) * 4.0)
+    rotation = torch.linalg.qr(torch.randn(16, 16, generator=torch.Generator().manual_seed(2)))[0]
+    _, rotates, _ = anchor_setup(rotation * 4.0)  # a rotation keeps every distance: the ranking too
+    _, bends, _ = anchor_setup(torch.diag(torch.linspace(0.5, 7.5, 16)))  # stretching axes changes the ranking
+    divergence = {name: LeJEPALoss(model, lambda_isotropy=0, lambda_anchor=1.0, anchor_model=lookup,
+                                   anchor_scale=4.0)(features)["anchor"].item()
+                  for name, model in (("keeps", keeps), ("rotates", rotates), ("bends", bends))}
+    assert divergence["keeps"] == pytest.approx(0, abs=1e-5) and divergence["rotates"] == pytest.approx(0, abs=1e-4)
+    assert divergence["bends"] > 0.01
+    # unset, the scale is estimated on the batch: unit vectors in 16-d have variance ~1/16, so ~4, as keeps uses
+    estimated = LeJEPALoss(keeps, lambda_isotropy=0, lambda_anchor=1.0, anchor_model=lookup)(features)["anchor"]
+    assert estimated.item() < 0.1 * divergence["bends"]
+
+
+def test_anchor_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="needs anchor_model"):
+        LeJEPALoss(nn.Identity(), lambda_anchor=0.1)
+    with pytest.raises(ValueError, match="lambda_anchor must be >= 0"):
+        LeJEPALoss(nn.Identity(), lambda_anchor=-1.0, anchor_model=nn.Identity())
+    with pytest.raises(ValueError, match="anchor_scale must be positive"):
+        LeJEPALoss(nn.Identity(), lambda_anchor=0.1, anchor_model=nn.Identity(), anchor_scale=0.0)
+    with pytest.raises(ValueError, match="does not support the anchor"):
+        CachedLeJEPALoss(nn.Identity(), lambda_anchor=0.1, anchor_model=nn.Identity())
+    assert "anchor_model" not in dict(LeJEPALoss(nn.Identity(), lambda_anchor=0.1, anchor_model=nn.Linear(2, 2)).named_modules())

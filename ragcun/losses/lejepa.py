@@ -10,7 +10,7 @@ from sentence_transformers.base.losses.gradcache import CachedLossMixin
 from sentence_transformers.base.losses.merged_forward import embed_columns
 from torch import Tensor, nn
 
-from ragcun.losses.euclidean_mnrl import EuclideanMNRLoss
+from ragcun.losses.euclidean_mnrl import EuclideanMNRLoss, negative_l2_distance
 from ragcun.losses.sigreg import LEJEPA_CITATION, SIGReg
 
 
@@ -32,6 +32,17 @@ class LeJEPALoss(nn.Module):
         gather_across_devices: gather MNRL candidates across processes; None: when distributed.
         num_knots, t_max: the Epps–Pulley quadrature.
         seed: seeds the SIGReg directions (combined with the step).
+        lambda_anchor: weight of the anchor to the base's ranking (0: off): per query, the KL divergence
+            from the base's in-batch score distribution to the trained model's, both scored as MNRL
+            scores (``−scale · L2``, softmax over the batch's documents). The base's unit vectors are
+            first multiplied by ``anchor_scale``, so they are in the model's units: a head that is
+            that uniform scale (head-only training's ``scaled`` init) has divergence 0, and only a
+            change of ranking, not of spread, is penalized.
+        anchor_model: the frozen base as a module that maps the same features to its
+            ``sentence_embedding`` (normalized here); with head-only training, the cached lookup (no
+            extra encoding).
+        anchor_scale: the factor bringing the base's unit vectors to unit average variance (√D for
+            isotropic ones); None: estimated on each batch.
         **sigreg_options: SIGReg's shape-aware slices and cross-batch memory (``num_principal``,
             ``memory_size``, ``memory_max_age``, ``principal_horizon``, ``principal_refresh``; see
             :class:`SIGReg`, whose defaults apply; ``num_principal=0`` is LeJEPA's random slices alone).
@@ -48,9 +59,18 @@ class LeJEPALoss(nn.Module):
         num_knots: int = 17,
         t_max: float = 3.0,
         seed: int = 0,
+        lambda_anchor: float = 0.0,
+        anchor_model: nn.Module | None = None,
+        anchor_scale: float | None = None,
         **sigreg_options: Any,
     ) -> None:
         super().__init__()
+        if lambda_anchor < 0:
+            raise ValueError(f"lambda_anchor must be >= 0, got {lambda_anchor}. Use 0 to switch the anchor off.")
+        if lambda_anchor > 0 and anchor_model is None:
+            raise ValueError("lambda_anchor > 0 needs anchor_model: the frozen base whose ranking the anchor keeps.")
+        if anchor_scale is not None and anchor_scale <= 0:
+            raise ValueError(f"anchor_scale must be positive, got {anchor_scale}.")
         for name, value in (("lambda_contrastive", lambda_contrastive), ("lambda_isotropy", lambda_isotropy)):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}. Use 0 to switch that term off.")
@@ -61,9 +81,29 @@ class LeJEPALoss(nn.Module):
         self.lambda_isotropy = lambda_isotropy
         self.contrastive = EuclideanMNRLoss(model, scale=scale, gather_across_devices=gather_across_devices)
         self.sigreg = SIGReg(num_slices=num_slices, num_knots=num_knots, t_max=t_max, seed=seed, **sigreg_options)
+        self.lambda_anchor = lambda_anchor
+        self.anchor_scale = anchor_scale
+        # a plain attribute, not a submodule: the teacher is neither trained nor saved with the loss
+        self.__dict__["anchor_model"] = anchor_model
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> dict[str, Tensor]:
-        return self.compute_loss_from_embeddings(embed_columns(self.model, sentence_features), labels)
+        features = list(sentence_features)
+        embeddings = embed_columns(self.model, features)
+        parts = self.compute_loss_from_embeddings(embeddings, labels)
+        if self.lambda_anchor > 0:
+            parts["anchor"] = self.lambda_anchor * self.anchor_divergence(features, embeddings)
+        return parts
+
+    def anchor_divergence(self, features: list[dict[str, Tensor]], embeddings: list[Tensor]) -> Tensor:
+        """KL(base ‖ model) of each query's softmax over the batch's documents: keeps the base's in-batch ranking."""
+        with torch.no_grad():
+            teacher = [nn.functional.normalize(self.anchor_model(dict(column))["sentence_embedding"].float(), dim=-1)
+                       for column in features]
+            factor = self.anchor_scale or float(torch.cat(teacher).var(dim=0).mean().rsqrt())
+            base_logits = self.contrastive.scale * negative_l2_distance(factor * teacher[0], factor * torch.cat(teacher[1:]))
+        logits = self.contrastive.scale * negative_l2_distance(embeddings[0], torch.cat(embeddings[1:]))
+        return nn.functional.kl_div(logits.log_softmax(-1), base_logits.log_softmax(-1), log_target=True,
+                                    reduction="batchmean")
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> dict[str, Tensor]:
         if not embeddings or embeddings[0].shape[0] == 0:
@@ -83,6 +123,8 @@ class LeJEPALoss(nn.Module):
             "lambda_isotropy": self.lambda_isotropy,
             "scale": self.contrastive.scale,
             "gather_across_devices": self.contrastive._gather_setting,
+            "lambda_anchor": self.lambda_anchor,
+            "anchor_scale": self.anchor_scale,
             **self.sigreg.get_config_dict(),
         }
 
@@ -101,6 +143,8 @@ class CachedLeJEPALoss(CachedLossMixin, LeJEPALoss):
 
     def __init__(self, model: nn.Module, *args: Any, mini_batch_size: int = 16, show_progress_bar: bool = False, **kwargs: Any):
         super().__init__(model, *args, **kwargs)
+        if self.lambda_anchor > 0:
+            raise ValueError("CachedLeJEPALoss (GradCache) does not support the anchor (lambda_anchor): use LeJEPALoss.")
         if mini_batch_size < 1:
             raise ValueError(f"mini_batch_size must be a positive integer, got {mini_batch_size}.")
         self.mini_batch_size = mini_batch_size

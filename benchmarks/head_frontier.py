@@ -1,0 +1,184 @@
+"""Is a trained Gaussian head worth it? Its quality against its distance from N(0, I), beside what a user gets free.
+
+Every head on a frozen base sits somewhere on two axes: retrieval quality (nDCG@10 on SciFact and DL19) and how far
+its embeddings of new training-distribution text are from N(0, I) (‖Cov − I‖_F over its sampling floor, on the
+held-out rows of the recipe: queries and documents, held out by query). The post-hoc alternative costs nothing to
+train: the base's embeddings PCA-whitened with the eigenvalues tempered by γ (scaled by λ^(−γ/2), then to unit
+average variance; γ 0 is the base's own ranking, γ 1 full whitening), fitted on the training embeddings. Training
+is worth using only where its points lie above that curve.
+
+    # 1. the post-hoc heads, saved as plain models (base + one Dense) so they are evaluated like the trained ones
+    python benchmarks/head_frontier.py whiten --recipe recipes/minilm-head-mixed.yaml --base "$MINI" \\
+        --out output/minilm-head-mixed/whitening
+    # 2. evaluate.py --frozen-base "$MINI" --model ... --data scifact --data trec-dl19-passage --output-dir REPORTS
+    # 3. the frontier: held-out isotropy of every system, nDCG@10 from evaluate.py's reports
+    python benchmarks/head_frontier.py frontier --recipe recipes/minilm-head-mixed.yaml --base "$MINI" \\
+        --system gamma-0=output/minilm-head-mixed/whitening/gamma-0 --system mnrl=output/.../final ... \\
+        --reports REPORTS --out docs/results/frontier-minilm
+
+The held-out rows and the training embeddings come from the same cached table head-only training used (the recipe
+is loaded exactly as train.py loads it), so nothing is encoded again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.modules import Dense
+from torch import nn
+
+from ragcun import head_training
+from ragcun.embedding_cache import DEFAULT_CACHE_DIR
+from ragcun.frozen_base import head_of
+from ragcun.isotropy import isotropy_report
+from ragcun.model import load_base
+from ragcun.recipe import parse_recipe
+from ragcun.training import prepare_run
+
+FIGURES = ("cov_floor_ratio", "mean_norm_excess", "variance_min", "variance_max", "offdiag_corr_excess", "sigreg",
+           "is_isotropic")
+
+
+def cached_table(recipe_path: str, base_path: str) -> tuple[SentenceTransformer, np.ndarray, np.ndarray]:
+    """The frozen base, its training embeddings and its held-out embeddings (queries and documents), from the cache
+    the recipe's head-only run filled."""
+    recipe = parse_recipe(["--config", recipe_path, "--base_model", base_path, "--overwrite_output_dir", "true"])
+    prepared = prepare_run(recipe)
+    base = load_base(base_path)
+    if recipe.model.max_seq_length is not None:
+        base.max_seq_length = recipe.model.max_seq_length
+    prompts = dict(base.prompts)
+    column_prompts = ({c: "query" if c == "anchor" else "document" for c in prepared.train_dataset.column_names}
+                      if {"query", "document"} <= set(prompts) else None)
+    groups = head_training.text_groups(prepared.train_dataset, prepared.eval_dataset, column_prompts, prompts)
+    cache_dir = Path(recipe.model.embedding_cache_dir or DEFAULT_CACHE_DIR)
+    encoded = head_training.encode_once(base, str(Path(base_path).expanduser()), groups, cache_dir, batch_size=128)
+    table = np.load(encoded.table_path, allow_pickle=False)
+    heldout_rows = np.setdiff1d(np.arange(len(table)), encoded.train_rows)
+    return base, table[encoded.train_rows], table[heldout_rows]
+
+
+def tempered_whitening(train: np.ndarray, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """x ↦ W (x − mean): PCA axes scaled by eigenvalue^(−γ/2), then all by one factor to unit average variance."""
+    mean = train.mean(axis=0)
+    eigenvalues, vectors = np.linalg.eigh(np.cov(train, rowvar=False))
+    eigenvalues = np.clip(eigenvalues, eigenvalues.max() * 1e-6, None)  # constant coordinates stay (almost) 0
+    scales = eigenvalues ** (-gamma / 2)
+    scales /= np.sqrt((eigenvalues * scales**2).mean())
+    weight = (vectors * scales) @ vectors.T  # rotate back: L2 distances do not depend on the rotation
+    return torch.from_numpy(weight).float(), torch.from_numpy(-weight @ mean).float()
+
+
+def whiten(args: argparse.Namespace) -> None:
+    base, train, _ = cached_table(args.recipe, args.base)
+    for gamma in args.gammas:
+        folder = Path(args.out) / f"gamma-{gamma:g}"
+        if (folder / "modules.json").is_file():
+            print(f"{folder} exists: kept")
+            continue
+        weight, bias = tempered_whitening(train, gamma)
+        head = Dense(weight.shape[1], weight.shape[0], bias=True, activation_function=nn.Identity(),
+                     init_weight=weight, init_bias=bias)
+        model = SentenceTransformer(modules=[*base, head], prompts=dict(base.prompts),
+                                    default_prompt_name=base.default_prompt_name, similarity_fn_name="euclidean",
+                                    device="cpu")
+        model.max_seq_length = base.max_seq_length
+        model.save(str(folder))
+        print(f"gamma {gamma:g}: fitted on {len(train)} training embeddings -> {folder}")
+
+
+def apply_head(head: list[nn.Module], embeddings: np.ndarray) -> np.ndarray:
+    features = {"sentence_embedding": torch.from_numpy(embeddings).float()}
+    with torch.no_grad():
+        for module in head:
+            features = module(features)
+    return features["sentence_embedding"].numpy().astype(np.float64)
+
+
+def ndcg_by_system(reports: list[Path]) -> dict[tuple[str, str], float]:
+    scores = {}
+    for folder in reports:
+        with (folder / "rag_performance_comparison.csv").open(encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                scores[(row["model"], row["dataset"])] = float(row["ndcg@10"])
+    return scores
+
+
+def frontier(args: argparse.Namespace) -> None:
+    base, _, heldout = cached_table(args.recipe, args.base)
+    scores = ndcg_by_system([Path(folder) for folder in args.reports])
+    datasets = sorted({dataset for _, dataset in scores})
+    rows = []
+    for spec in args.system:
+        name, _, path = spec.partition("=")
+        model = SentenceTransformer(str(Path(path).expanduser()), device="cpu")
+        head = head_of(model, base)
+        if head is None:
+            raise SystemExit(f"{name}: {path} is not a head on the frozen base {args.base}.")
+        report = isotropy_report(apply_head(head, heldout), sigreg_slices=1024)
+        rows.append({"system": name, **{f"ndcg@10 {d}": scores.get((name, d), float("nan")) for d in datasets},
+                     "n_heldout": report["n_samples"], **{figure: report[figure] for figure in FIGURES}})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    columns = list(rows[0])
+    with (out / "frontier.csv").open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    print(" | ".join(columns))
+    for row in rows:
+        print(" | ".join(f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in columns))
+    plot(rows, datasets, out / "frontier.png")
+    (out / "frontier.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+
+
+def plot(rows: list[dict], datasets: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
+    for axis, dataset in zip(axes[0], datasets):
+        posthoc = [r for r in rows if r["system"].startswith("gamma-")]
+        trained = [r for r in rows if not r["system"].startswith("gamma-")]
+        axis.plot([r["cov_floor_ratio"] for r in posthoc], [r[f"ndcg@10 {dataset}"] for r in posthoc], "o--",
+                  color="grey", label="base + tempered whitening (post hoc)")
+        for r in posthoc + trained:
+            axis.annotate(r["system"], (r["cov_floor_ratio"], r[f"ndcg@10 {dataset}"]), fontsize=7,
+                          xytext=(3, 3), textcoords="offset points")
+        axis.plot([r["cov_floor_ratio"] for r in trained], [r[f"ndcg@10 {dataset}"] for r in trained], "s",
+                  color="tab:blue", label="trained heads")
+        axis.set_xscale("log")
+        axis.set_xlabel("‖Cov − I‖_F / floor on the held-out training sample (1 = N(0, I))")
+        axis.set_ylabel(f"nDCG@10 {dataset}")
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in ("whiten", "frontier"):
+        command = commands.add_parser(name)
+        command.add_argument("--recipe", required=True, help="the head-only recipe the heads were trained with")
+        command.add_argument("--base", required=True, help="its frozen base (local folder)")
+        command.add_argument("--out", required=True)
+    commands.choices["whiten"].add_argument("--gammas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0])
+    commands.choices["frontier"].add_argument("--system", action="append", required=True, metavar="NAME=PATH",
+                                              help="the name evaluate.py reported it under, and its model folder")
+    commands.choices["frontier"].add_argument("--reports", nargs="+", required=True,
+                                              help="evaluate.py output folders (rag_performance_comparison.csv)")
+    args = parser.parse_args()
+    whiten(args) if args.command == "whiten" else frontier(args)
+
+
+if __name__ == "__main__":
+    main()
