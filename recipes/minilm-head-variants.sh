@@ -16,11 +16,10 @@ declare -A VARIANTS=(
   [mnrl]="--lambda_isotropy 0"
   [sigreg-random]="--lambda_isotropy 0.1 --num_principal 0"
   [sigreg]="--lambda_isotropy 0.1"
-  [sigreg-1]="--lambda_isotropy 1.0"
   [sigreg-anchor]="--lambda_isotropy 0.1 --lambda_anchor 1.0"
   [deep-sigreg-anchor]="--lambda_isotropy 0.1 --lambda_anchor 1.0 --head_layers 2"
 )
-ORDER=(mnrl sigreg-random sigreg sigreg-1 sigreg-anchor deep-sigreg-anchor)
+ORDER=(mnrl sigreg-random sigreg sigreg-anchor deep-sigreg-anchor)
 
 for name in "${ORDER[@]}"; do
   if [ -f "$RUNS/$name/final/modules.json" ]; then echo "$name: trained"; continue; fi
