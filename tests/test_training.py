@@ -178,6 +178,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _train_with_two_processes(recipe: Path) -> subprocess.CompletedProcess:
+    """train.py under ``accelerate launch`` with 2 CPU processes (torchrun through --multi_gpu; gloo)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu", "--main_process_port", str(_free_port()),
+              str(REPO / "train.py"), "--config", str(recipe)]
+    return subprocess.run(launch, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+
+
 def test_two_processes_log_the_loss_curve_of_one_with_double_batch(tmp_path: Path) -> None:
     """accelerate + gloo: same data order, same global batch, SIGReg and MNRL on the global batch.
 
@@ -190,11 +199,7 @@ def test_two_processes_log_the_loss_curve_of_one_with_double_batch(tmp_path: Pat
     double = small_recipe(tmp_path / "double", per_device_train_batch_size=8, output_dir=str(tmp_path / "double" / "run"), **common)
     result = run_train(["--config", str(single)])
     assert result.returncode == 0, result.stderr[-3000:]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu", "--main_process_port", str(_free_port()),
-              str(REPO / "train.py"), "--config", str(double)]
-    result = subprocess.run(launch, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    result = _train_with_two_processes(double)
     assert result.returncode == 0, result.stderr[-3000:]
     curves = []
     for run, world_size in ((tmp_path / "single" / "run", 1), (tmp_path / "double" / "run", 2)):
@@ -214,11 +219,7 @@ def test_two_processes_share_the_head_only_encoding_and_train_the_head(tmp_path:
 
     recipe = head_recipe(tmp_path, max_steps=4, eval_strategy="no", save_strategy="no", eval_size=0,
                          per_device_train_batch_size=16, max_samples=None)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu", "--main_process_port", str(_free_port()),
-              str(REPO / "train.py"), "--config", str(recipe)]
-    result = subprocess.run(launch, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+    result = _train_with_two_processes(recipe)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "training_summary.json").read_text())
     assert summary["world_size"] == 2 and summary["global_step"] == 4
