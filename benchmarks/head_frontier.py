@@ -64,25 +64,32 @@ def cached_table(recipe_path: str, base_path: str) -> tuple[SentenceTransformer,
     return base, table[encoded.train_rows], table[heldout_rows]
 
 
-def tempered_whitening(train: np.ndarray, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """x ↦ W (x − mean): PCA axes scaled by eigenvalue^(−γ/2), then all by one factor to unit average variance."""
+def tempered_whitening(train: np.ndarray, gamma: float, output_dim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """x ↦ W (x − mean): PCA axes scaled by eigenvalue^(−γ/2), then all by one factor to unit average variance.
+
+    With ``output_dim`` only the top principal axes are kept (the projection, not rotated back), so coordinates the
+    base never varies (MiniLM has 3) are dropped instead of kept at variance 0.
+    """
     mean = train.mean(axis=0)
     eigenvalues, vectors = np.linalg.eigh(np.cov(train, rowvar=False))
     eigenvalues = np.clip(eigenvalues, eigenvalues.max() * 1e-6, None)  # constant coordinates stay (almost) 0
+    if output_dim is not None:
+        eigenvalues, vectors = eigenvalues[-output_dim:], vectors[:, -output_dim:]
     scales = eigenvalues ** (-gamma / 2)
     scales /= np.sqrt((eigenvalues * scales**2).mean())
-    weight = (vectors * scales) @ vectors.T  # rotate back: L2 distances do not depend on the rotation
+    # Full width: rotate back (L2 distances do not depend on the rotation); below it, the kept axes themselves.
+    weight = (vectors * scales) @ vectors.T if output_dim is None else (vectors * scales).T
     return torch.from_numpy(weight).float(), torch.from_numpy(-weight @ mean).float()
 
 
 def whiten(args: argparse.Namespace) -> None:
     base, train, _ = cached_table(args.recipe, args.base)
     for gamma in args.gammas:
-        folder = Path(args.out) / f"gamma-{gamma:g}"
+        folder = Path(args.out) / (f"gamma-{gamma:g}" + (f"-{args.output_dim}d" if args.output_dim else ""))
         if (folder / "modules.json").is_file():
             print(f"{folder} exists: kept")
             continue
-        weight, bias = tempered_whitening(train, gamma)
+        weight, bias = tempered_whitening(train, gamma, args.output_dim)
         head = Dense(weight.shape[1], weight.shape[0], bias=True, activation_function=nn.Identity(),
                      init_weight=weight, init_bias=bias)
         model = SentenceTransformer(modules=[*base, head], prompts=dict(base.prompts),
@@ -148,8 +155,11 @@ def plot(rows: list[dict], datasets: list[str], path: Path) -> None:
     for axis, dataset in zip(axes[0], datasets):
         posthoc = [r for r in rows if r["system"].startswith("gamma-")]
         trained = [r for r in rows if not r["system"].startswith("gamma-")]
-        axis.plot([r["cov_floor_ratio"] for r in posthoc], [r[f"ndcg@10 {dataset}"] for r in posthoc], "o--",
-                  color="grey", label="base + tempered whitening (post hoc)")
+        widths = sorted({r["system"].removeprefix("gamma-").partition("-")[2] for r in posthoc})
+        for width, style in zip(widths, ("o--", "o:", "o-.")):
+            curve = [r for r in posthoc if r["system"].removeprefix("gamma-").partition("-")[2] == width]
+            axis.plot([r["cov_floor_ratio"] for r in curve], [r[f"ndcg@10 {dataset}"] for r in curve], style,
+                      color="grey", label=f"base + tempered whitening{' ' + width if width else ''} (post hoc)")
         for r in posthoc + trained:
             axis.annotate(r["system"], (r["cov_floor_ratio"], r[f"ndcg@10 {dataset}"]), fontsize=7,
                           xytext=(3, 3), textcoords="offset points")
@@ -172,6 +182,8 @@ def main() -> None:
         command.add_argument("--base", required=True, help="its frozen base (local folder)")
         command.add_argument("--out", required=True)
     commands.choices["whiten"].add_argument("--gammas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0])
+    commands.choices["whiten"].add_argument("--output-dim", type=int, default=None,
+                                            help="keep only the top principal axes (default: full width)")
     commands.choices["frontier"].add_argument("--system", action="append", required=True, metavar="NAME=PATH",
                                               help="the name evaluate.py reported it under, and its model folder")
     commands.choices["frontier"].add_argument("--reports", nargs="+", required=True,

@@ -13,6 +13,7 @@ import numpy as np
 from scipy import stats
 
 from ragcun.beir import BeirSplit
+from ragcun.distance_null import CorpusNull, distance_pvalue
 
 SIMILARITIES = ("cosine", "euclidean", "dot")
 
@@ -169,16 +170,19 @@ def separation(ranking: Ranking, labels: np.ndarray, top_negatives: int = 10) ->
 
 
 def chi2_pvalues(distances: np.ndarray, dim: int) -> np.ndarray:
-    """P(an unrelated N(0, I_dim) pair is at least this close): for independent q, d ~ N(0, I),
-    ‖q − d‖²/2 ~ χ²_dim, so the p-value is the χ² CDF at d²/2."""
-    return stats.chi2.cdf(np.asarray(distances, dtype=np.float64) ** 2 / 2, df=dim)
+    """The global null's p-values (independent q, d ~ N(0, I_dim)): :func:`ragcun.distance_null.distance_pvalue`."""
+    return np.asarray(distance_pvalue(distances, dim), dtype=np.float64)
 
 
 def null_calibration(
     queries: np.ndarray, documents: np.ndarray, ranking: Ranking, labels: np.ndarray, split: BeirSplit,
     pairs: int = 5000, alpha: float = 0.01, seed: int = 0,
 ) -> dict[str, float]:
-    """How well the χ² null fits, and what the threshold p < alpha retrieves.
+    """How well each p-value null fits, and what the threshold p < alpha retrieves with it.
+
+    Two nulls (:mod:`ragcun.distance_null`): the global one (N(0, I) query and document, ‖q − d‖²/2 ~ χ²_D) and
+    the corpus one (a document of this corpus, N(μ, σ² I) with its own mean and spread, given the query), fitted on
+    every document of the corpus. For each, with the suffix ``_corpus`` for the second:
 
     - ``null_ks``: Kolmogorov–Smirnov statistic of the p-values of random (query, non-relevant
       document) pairs against Uniform(0, 1): 0 when the model's distances follow the null exactly.
@@ -194,22 +198,28 @@ def null_calibration(
                         for q, d in zip(q_index, d_index)])
     q_index, d_index = q_index[~related][:pairs], d_index[~related][:pairs]
     null_distances = np.linalg.norm(queries[q_index].astype(np.float64) - documents[d_index], axis=1)
-    null_p = chi2_pvalues(null_distances, dim)
-    ks = stats.kstest(null_p, "uniform").statistic
-
     candidate_distances = np.linalg.norm(
         queries[:, None, :].astype(np.float64) - documents[ranking.indices], axis=2
     )
-    called = chi2_pvalues(candidate_distances, dim) < alpha
-    true_calls = int((called & labels).sum())
-    total_relevant = sum(sum(1 for g in judged.values() if g > 0) for judged in split.qrels.values())
-    return {
-        "null_ks": float(ks),
-        "null_median_pvalue": float(np.median(null_p)),
-        "pvalue_precision": float(true_calls / called.sum()) if called.any() else float("nan"),
-        "pvalue_recall": float(true_calls / total_relevant) if total_relevant else float("nan"),
-        "pvalue_alpha": alpha,
+    corpus = CorpusNull(dim, min_documents=2)
+    corpus.add(documents)
+    nulls = {
+        "": (chi2_pvalues(null_distances, dim), chi2_pvalues(candidate_distances, dim)),
+        "_corpus": (corpus.pvalues(null_distances[:, None], queries[q_index])[:, 0],
+                    corpus.pvalues(candidate_distances, queries)),
     }
+    total_relevant = sum(sum(1 for g in judged.values() if g > 0) for judged in split.qrels.values())
+    metrics: dict[str, float] = {"pvalue_alpha": alpha}
+    for suffix, (null_p, candidate_p) in nulls.items():
+        called = candidate_p < alpha
+        true_calls = int((called & labels).sum())
+        metrics.update({
+            f"null_ks{suffix}": float(stats.kstest(null_p, "uniform").statistic),
+            f"null_median_pvalue{suffix}": float(np.median(null_p)),
+            f"pvalue_precision{suffix}": float(true_calls / called.sum()) if called.any() else float("nan"),
+            f"pvalue_recall{suffix}": float(true_calls / total_relevant) if total_relevant else float("nan"),
+        })
+    return metrics
 
 
 def expected_calibration_error(probabilities: np.ndarray, outcomes: np.ndarray, bins: int = 10) -> float:

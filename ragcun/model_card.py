@@ -46,14 +46,15 @@ MSMARCO_CITATION = """@article{bajaj2016msmarco,
     year={2016}
 }"""
 
-ISOTROPY_COLUMNS = [("model", "model"), ("dataset", "dataset"), ("mean_norm", "‖mean‖"),
+ISOTROPY_COLUMNS = [("model", "model"), ("dataset", "dataset"), ("view", "view"), ("mean_norm", "‖mean‖"),
                     ("variance_mean", "variance"), ("cov_floor_ratio", "‖Cov−I‖/floor"),
                     ("mean_abs_offdiag_corr", "mean abs corr"), ("effective_rank", "eff. rank"), ("sigreg", "SIGReg"),
                     ("is_isotropic", "is_isotropic")]
 RETRIEVAL_COLUMNS = [("model", "model"), ("dataset", "dataset"), ("similarity", "similarity"),
                      ("ndcg@10", "nDCG@10"), ("recall@10", "R@10"), ("mrr@10", "MRR@10"),
                      ("separation_standardized", "separation"), ("separation_auc", "AUC"),
-                     ("null_ks", "null KS"), ("ece", "ECE"), ("brier", "Brier")]
+                     ("null_ks", "null KS (global)"), ("null_ks_corpus", "null KS (corpus)"), ("ece", "ECE"),
+                     ("brier", "Brier")]
 MODEL_INDEX_METRICS = [("ndcg@10", "ndcg_at_10", "nDCG@10"), ("recall@10", "recall_at_10", "Recall@10"),
                        ("mrr@10", "mrr_at_10", "MRR@10")]
 RECIPE_ROWS = ["base_model", "train_head_only", "head_layers", "output_dim", "init", "freeze_layers", "freeze_embeddings",

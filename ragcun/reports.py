@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,7 +144,8 @@ def evaluate_models(
                 curve = score_system(system, split)
                 curves[f"{system.name} ({system.dataset})"] = curve
                 systems.append(system)
-    write_reports(systems, curves, output_dir)
+    heldout_rows = [row for name, path in models.items() if (row := heldout_isotropy_row(name, path)) is not None]
+    write_reports(systems, curves, output_dir, heldout_rows)
     return systems
 
 
@@ -151,7 +153,9 @@ ISOTROPY_COLUMNS = ("mean_norm", "norm_mean", "expected_norm_mean", "variance_me
                     "cov_identity_fro", "cov_identity_fro_floor", "cov_floor_ratio", "mean_abs_offdiag_corr",
                     "mean_abs_offdiag_corr_floor", "effective_rank", "isoscore", "sigreg", "is_isotropic")
 PERFORMANCE_COLUMNS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "separation_standardized", "separation_auc",
-                       "separation_raw", "null_ks", "pvalue_precision", "pvalue_recall", "ece", "brier")
+                       "separation_raw", "null_ks", "pvalue_precision", "pvalue_recall", "null_ks_corpus",
+                       "pvalue_precision_corpus", "pvalue_recall_corpus", "ece", "brier")
+HELDOUT_DATASET = "held-out training sample"
 
 
 def _csv(rows: list[dict], columns: list[str]) -> str:
@@ -163,20 +167,51 @@ def _csv(rows: list[dict], columns: list[str]) -> str:
     return buffer.getvalue()
 
 
-def write_reports(systems: list[System], curves: dict[str, evaluation.ReliabilityCurve], output_dir: Path) -> None:
+def corpus_standardized(documents: np.ndarray) -> np.ndarray:
+    """The corpus minus its mean, divided by its one average spread: what the corpus p-value null assumes is N(0, I).
+
+    A shift and one scale leave every L2 ranking unchanged, so this view judges only the cloud's shape.
+    """
+    documents = np.asarray(documents, dtype=np.float64)
+    centred = documents - documents.mean(axis=0)
+    spread = np.sqrt(centred.var(axis=0, ddof=1).mean()) if len(documents) > 1 else 0.0
+    return centred / spread if spread > 0 else centred
+
+
+def heldout_isotropy_row(name: str, model_path: str) -> dict | None:
+    """The isotropy the training run measured on its held-out rows (queries and documents of the training
+    distribution, held out by query), from ``training_summary.json`` beside the model or in its parent."""
+    for folder in (Path(model_path), Path(model_path).parent):
+        summary_file = folder / "training_summary.json"
+        if summary_file.is_file():
+            final = json.loads(summary_file.read_text(encoding="utf-8")).get("final_metrics") or {}
+            figures = {key.removeprefix("heldout_"): value for key, value in final.items() if key.startswith("heldout_")}
+            if "is_isotropic" not in figures:
+                return None
+            figures["is_isotropic"] = bool(figures["is_isotropic"])
+            return {"model": name, "dataset": HELDOUT_DATASET, "view": "raw",
+                    **{k: figures[k] for k in ISOTROPY_COLUMNS if k in figures}}
+    return None
+
+
+def write_reports(systems: list[System], curves: dict[str, evaluation.ReliabilityCurve], output_dir: Path,
+                  heldout_rows: list[dict] | None = None) -> None:
     isotropy_rows, performance_rows = [], []
     first_dataset = systems[0].dataset
     documents_for_plot = {}
     for system in systems:
-        report = isotropy_report(system.documents, sigreg_slices=256)
-        isotropy_rows.append({"model": system.name, "dataset": system.dataset, "n_documents": len(system.documents),
-                              "dim": system.documents.shape[1], **{k: report[k] for k in ISOTROPY_COLUMNS}})
+        for view, documents in (("raw", system.documents), ("corpus-standardized", corpus_standardized(system.documents))):
+            report = isotropy_report(documents, sigreg_slices=256)
+            isotropy_rows.append({"model": system.name, "dataset": system.dataset, "view": view,
+                                  "n_documents": len(system.documents), "dim": system.documents.shape[1],
+                                  **{k: report[k] for k in ISOTROPY_COLUMNS}})
         performance_rows.append({"model": system.name, "dataset": system.dataset, "similarity": system.similarity,
                                  **system.metrics})
         if system.dataset == first_dataset:
             documents_for_plot[system.name] = system.documents
+    isotropy_rows += heldout_rows or []
     atomic_write_text(output_dir / "isotropy_comparison.csv",
-                 _csv(isotropy_rows, ["model", "dataset", "n_documents", "dim", *ISOTROPY_COLUMNS]))
+                 _csv(isotropy_rows, ["model", "dataset", "view", "n_documents", "dim", *ISOTROPY_COLUMNS]))
     atomic_write_text(output_dir / "rag_performance_comparison.csv",
                  _csv(performance_rows, ["model", "dataset", "similarity", *PERFORMANCE_COLUMNS]))
     plots.isotropy_figure(documents_for_plot, output_dir / "isotropy_comparison.png")
@@ -217,22 +252,28 @@ own unit (cosine vs L2 distance) and is **not** comparable across similarities.
 {_table(performance_rows, ["model", "dataset", "separation_standardized", "separation_auc", "separation_raw"])}
 
 ## Calibration
-Read: `null_ks` is how far random non-relevant pairs are from the χ² null of N(0, I) embeddings
-(‖q − d‖²/2 ~ χ²_D; 0 = exact fit); `pvalue_precision` / `pvalue_recall` are what the threshold
-p < 0.01 ("closer than chance") retrieves among the top-100 candidates. ECE and Brier score a
+Read: `null_ks` is how far random non-relevant pairs are from the global null of N(0, I) embeddings
+(‖q − d‖²/2 ~ χ²_D; 0 = exact fit), `null_ks_corpus` how far they are from the corpus null that
+`GaussianRetriever` uses by default (the corpus's documents as N(μ, σ² I) with its own mean and spread,
+given the query); `pvalue_precision` / `pvalue_recall` (global) and their `_corpus` twins are what the
+threshold p < 0.01 ("closer than chance") retrieves among the top-100 candidates. ECE and Brier score a
 logistic P(relevant | score) fitted on half of the queries and tested on the other half (lower is
-better); see the reliability diagram.
+better; the same under either null); see the reliability diagram.
 
-{_table(performance_rows, ["model", "dataset", "null_ks", "pvalue_precision", "pvalue_recall", "ece", "brier"])}
+{_table(performance_rows, ["model", "dataset", "null_ks", "pvalue_precision", "pvalue_recall", "null_ks_corpus", "pvalue_precision_corpus", "pvalue_recall_corpus", "ece", "brier"])}
 
 ![reliability](reliability.png)
 
-## Isotropy (document embeddings, as output)
+## Isotropy (document embeddings)
 Read: N(0, I) has mean_norm ≈ 0, variances ≈ 1, ‖Cov − I‖_F near its sampling floor and mean
-|off-diagonal correlation| near its floor; `is_isotropic` applies all four criteria. The figure
-shows {plotted_dataset}.
+|off-diagonal correlation| near its floor; `is_isotropic` applies all four criteria, each against what
+N(0, I) itself would show at this sample size. `raw` is the embeddings as output; `corpus-standardized`
+subtracts the corpus's mean and divides by its one average spread (rankings unchanged), so it judges
+the shape alone: one domain of an N(0, I) world is off-centre and narrower, but should still pass there.
+The `{HELDOUT_DATASET}` rows, where a model folder has its training run beside it, are the training
+run's own held-out queries and documents. The figure shows {plotted_dataset}, raw.
 
-{_table(isotropy_rows, ["model", "dataset", "mean_norm", "variance_mean", "cov_identity_fro", "cov_identity_fro_floor", "mean_abs_offdiag_corr", "mean_abs_offdiag_corr_floor", "isoscore", "is_isotropic"])}
+{_table(isotropy_rows, ["model", "dataset", "view", "mean_norm", "variance_mean", "variance_min", "variance_max", "cov_floor_ratio", "mean_abs_offdiag_corr", "mean_abs_offdiag_corr_floor", "isoscore", "is_isotropic"])}
 
 ![isotropy](isotropy_comparison.png)
 """

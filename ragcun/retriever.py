@@ -3,11 +3,13 @@
 ragcun models output un-normalized embeddings that should follow N(0, I_D), so documents are ranked by
 Euclidean distance, not cosine. Two consequences shape this module:
 
-- **Calibrated scores.** For independent q, d ~ N(0, I_D), ‖q − d‖²/2 ~ χ²_D exactly. So every hit carries
-  the p-value ``chi2.cdf(distance² / 2, df=D)``: the probability that an *unrelated* document would be at
-  least this close to the query. ``max_pvalue=0.01`` keeps only hits closer than chance at the 1% level, a
-  threshold that means the same for every query (cosine scores offer no such scale). The p-values are only
-  as calibrated as the embeddings are isotropic: check a corpus with :func:`ragcun.isotropy_report`.
+- **Calibrated scores.** Every hit carries a p-value: the probability that a document *unrelated* to the query
+  would be at least this close. ``max_pvalue=0.01`` keeps only hits closer than chance at the 1% level, a
+  threshold that means the same for every query (cosine scores offer no such scale). By default the null is
+  the corpus itself (``calibration="corpus"``): its documents as N(μ, σ² I) with the corpus's own mean and
+  spread, so ‖q − d‖²/σ² is non-central χ²_D given the query (:mod:`ragcun.distance_null`). One corpus is one
+  domain, off-centre and narrower than all text, so the global null (``calibration="global"``: q, d ~ N(0, I),
+  ‖q − d‖²/2 ~ χ²_D) would call nearly every in-domain pair "closer than chance".
 - **Compressed search.** N(0, I) sign bits are balanced and independent, so one bit per dimension is a
   near-optimal code: ``index="binary"`` searches packed sign codes by Hamming distance and reranks
   ``rerank_factor * top_k`` candidates by exact L2.
@@ -40,7 +42,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from scipy.stats import chi2
+
+from ragcun.distance_null import CALIBRATIONS, DEFAULT_MIN_DOCUMENTS, CorpusNull, distance_pvalue
 
 __all__ = ["GaussianRetriever", "Hit", "distance_pvalue", "model_fingerprint"]
 
@@ -80,18 +83,6 @@ def _import_faiss():
 # Scores
 
 
-def distance_pvalue(distance: float | np.ndarray, dim: int) -> float | np.ndarray:
-    """P(‖q − d‖ <= distance) for independent q, d ~ N(0, I_dim).
-
-    The probability that an unrelated document would be at least this close to the query by chance: small
-    means "closer than chance". Uses ‖q − d‖²/2 ~ χ²_dim (q − d ~ N(0, 2I)). scipy's χ² CDF is the
-    regularized lower incomplete gamma function, computed directly (not as 1 − survival), so tiny p-values
-    keep their relative precision down to ~1e-300 and then underflow to exactly 0.
-    """
-    value = chi2.cdf(np.square(np.asarray(distance, dtype=np.float64)) / 2.0, df=dim)
-    return float(value) if np.ndim(value) == 0 else value
-
-
 @dataclass(frozen=True)
 class Hit:
     """One search result.
@@ -100,9 +91,11 @@ class Hit:
         id: the document's id (given to ``add_documents``, or an automatic integer).
         document: the document text.
         distance: L2 distance ‖q − d‖ between the query and document embeddings.
-        pvalue: probability that an unrelated document (independent N(0, I) embedding) would be at least this
-            close: ``chi2.cdf(distance² / 2, df=D)``.
+        pvalue: probability that an unrelated document would be at least this close, under the null named by
+            ``calibration``.
         metadata: the metadata dict given with the document, or None.
+        calibration: the null the p-value used: ``"corpus"`` (a document of this corpus, N(μ, σ² I)) or
+            ``"global"`` (N(0, I): asked for, or the corpus is too small to fit).
     """
 
     id: str | int
@@ -110,6 +103,7 @@ class Hit:
     distance: float
     pvalue: float
     metadata: dict | None = None
+    calibration: str = "global"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -466,9 +460,13 @@ class _Binary(_RowStore):
 
     kind = "binary"
 
-    def __init__(self, dim: int, backend: str, rerank_storage: str = "memory", storage_dir: str | None = None) -> None:
+    def __init__(self, dim: int, backend: str, rerank_storage: str = "memory", storage_dir: str | None = None,
+                 centre: np.ndarray | None = None) -> None:
         super().__init__(dim)
         self.backend = backend
+        # Signs are taken about this point (the corpus mean when the codes were first built), so that they are
+        # balanced for an off-centre corpus too; None keeps the origin (N(0, I) embeddings, older saves).
+        self.centre = None if centre is None else np.asarray(centre, dtype=np.float32)
         self.code_bytes = (dim + 7) // 8  # np.packbits pads the last byte with zero bits, for corpus and query alike
         self.faiss = _import_faiss() if backend == "faiss" else None
         self.index = self.faiss.IndexBinaryFlat(self.code_bytes * 8) if self.faiss else None
@@ -476,9 +474,8 @@ class _Binary(_RowStore):
         self.rerank_storage = rerank_storage
         self._vectors = _Growable(np.float32, dim) if rerank_storage == "memory" else _DiskVectors(dim, storage_dir)
 
-    @staticmethod
-    def encode(vectors: np.ndarray) -> np.ndarray:
-        return np.packbits(vectors > 0, axis=1)
+    def encode(self, vectors: np.ndarray) -> np.ndarray:
+        return np.packbits((vectors if self.centre is None else vectors - self.centre) > 0, axis=1)
 
     def _add_vectors(self, vectors: np.ndarray) -> None:
         codes = self.encode(vectors)
@@ -529,11 +526,14 @@ class _Binary(_RowStore):
             np.save(directory / "codes.npy", self._codes.array, allow_pickle=False)
         np.save(directory / "vectors.npy", self._vectors.array, allow_pickle=False)
         np.save(directory / "ids.npy", self.ids, allow_pickle=False)
-        return {}
+        return {"centre": None if self.centre is None else self.centre.tolist()}
 
     @classmethod
     def load(cls, directory: Path, dim: int, state: dict, options: dict) -> _Binary:
-        store = cls(dim, options["backend"], options["rerank_storage"], options["storage_dir"])
+        centre = state.get("centre")
+        if centre is not None and len(centre) != dim:
+            raise ValueError(f"The binary index in {directory} has a {len(centre)}-d code centre, expected {dim}. {_RESAVE_HINT}")
+        store = cls(dim, options["backend"], options["rerank_storage"], options["storage_dir"], centre)
         ids = _load_ids(directory)
         if store.faiss:
             path = directory / "index.faissbin"
@@ -995,7 +995,7 @@ class GaussianRetriever:
         retriever.add_documents(["...", "..."], ids=["a", "b"], metadata=[{"src": 1}, None])
         for doc, distance in retriever.retrieve("What is machine learning?", top_k=3):
             print(f"[dist={distance:.3f}] {doc}")
-        retriever.search("...", top_k=3, max_pvalue=0.01)   # Hit(id, document, distance, pvalue, metadata)
+        retriever.search("...", top_k=3, max_pvalue=0.01)   # Hit(id, document, distance, pvalue, metadata, calibration)
         retriever.save("my-index"); GaussianRetriever.load("my-index")
 
     Queries are encoded with the model's ``query`` prompt (``model.encode_query``), documents with its
@@ -1011,7 +1011,8 @@ class GaussianRetriever:
       exact L2 on the float vectors. Those float vectors are kept in RAM by default
       (``rerank_storage="memory"``: D/8 + 4·D bytes, *more* than flat) or in a memory-mapped file
       (``rerank_storage="disk"``: D/8 bytes of RAM; each query reads ``rerank_factor * top_k`` rows from disk
-      or the page cache). Works with either backend. Sign codes assume centred embeddings.
+      or the page cache). Works with either backend. Signs are taken about the corpus mean (with
+      ``calibration="corpus"``: that of the first batch added, refitted by ``rebuild_index()``).
     - ``"ivf"`` (FAISS only): ``IndexIVFFlat`` with ``nlist`` ≈ 4·√N cells (or ``nlist=``), trained on the
       first add that reaches ``ivf_train_min`` vectors (exact flat search until then); ``nprobe`` cells
       searched (default nlist/8). 4·D + 8 bytes plus ~16 bytes of id map.
@@ -1020,6 +1021,12 @@ class GaussianRetriever:
 
     For IVF and HNSW the top candidates are reranked by exact distance, as for flat; their recall is below
     1 for large corpora. ``backend="auto"`` uses FAISS when it is importable, else numpy.
+
+    P-values (``calibration=``): ``"corpus"`` (default) judges each hit against the documents of this corpus,
+    N(μ, σ² I) with the corpus's mean and average variance, given the query; μ and σ² are exact running sums,
+    refreshed by every add and remove, and saved with the index. Below ``calibration_min_documents`` documents
+    the global null is used instead, with a warning, and each hit says which null it used. ``"global"`` is
+    N(0, I) for query and document: ‖q − d‖²/2 ~ χ²_D. Rankings are the same either way.
 
     Not thread-safe: use one retriever per thread, or guard it with a lock.
     """
@@ -1043,6 +1050,8 @@ class GaussianRetriever:
         hnsw_m: int = 32,
         ef_construction: int = 40,
         ef_search: int = 128,
+        calibration: Literal["corpus", "global"] = "corpus",
+        calibration_min_documents: int = DEFAULT_MIN_DOCUMENTS,
     ) -> None:
         """
         Args:
@@ -1063,11 +1072,18 @@ class GaussianRetriever:
             nlist, nprobe, ivf_train_min: IVF cells (default ≈ 4·√N), cells searched (default nlist/8), and
                 the number of vectors at which the cells are trained.
             hnsw_m, ef_construction, ef_search: HNSW links per node, build beam and search beam.
+            calibration: the p-values' null: ``"corpus"`` (this corpus's mean and spread) or ``"global"`` (N(0, I)).
+            calibration_min_documents: the fewest documents the corpus null is fitted on (global below that).
         """
         if index not in INDEX_TYPES:
             raise ValueError(f"Unknown index {index!r}: choose one of {', '.join(INDEX_TYPES)}.")
         if backend not in BACKENDS:
             raise ValueError(f"Unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}.")
+        if calibration not in CALIBRATIONS:
+            raise ValueError(
+                f"Unknown calibration {calibration!r}: choose 'corpus' (p-values against this corpus's own mean and "
+                "spread) or 'global' (against N(0, I))."
+            )
         if rerank_storage not in ("memory", "disk"):
             raise ValueError(f"rerank_storage must be 'memory' or 'disk', got {rerank_storage!r}.")
         for name, value, minimum in (
@@ -1077,6 +1093,7 @@ class GaussianRetriever:
             ("hnsw_m", hnsw_m, 2),
             ("ef_construction", ef_construction, 1),
             ("ef_search", ef_search, 1),
+            ("calibration_min_documents", calibration_min_documents, 2),
         ):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
                 raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
@@ -1105,12 +1122,17 @@ class GaussianRetriever:
             raise ValueError(f"dimension={dimension} but the model outputs {model_dim}-dimensional embeddings.")
         self._dim: int | None = model_dim or (int(dimension) if dimension is not None else None)
         similarity = getattr(model, "similarity_fn_name", None)
-        if similarity not in (None, "euclidean"):
+        if similarity not in (None, "euclidean") and calibration == "global":
             warnings.warn(
                 f"The model's similarity function is {similarity!r}, not 'euclidean': L2 ranking still works, but the "
-                "p-values assume un-normalized N(0, I) embeddings (a ragcun model) and mean little here.",
+                "global p-values assume un-normalized N(0, I) embeddings (a ragcun model) and mean little here; "
+                "calibration='corpus' fits the null to the corpus instead.",
                 stacklevel=2,
             )
+        self.calibration = calibration
+        self.calibration_min_documents = int(calibration_min_documents)
+        self._null: CorpusNull | None = None  # created with the first vectors (the dimension is known then)
+        self._warned_small_corpus = False
         self.index_type = index
         self.rerank_factor, self.nprobe, self.ef_search = int(rerank_factor), nprobe, int(ef_search)
         self._options = {
@@ -1136,9 +1158,14 @@ class GaussianRetriever:
     def __contains__(self, doc_id: object) -> bool:
         return doc_id in self._by_id
 
+    @property
+    def corpus_null(self) -> CorpusNull | None:
+        """The corpus's fitted mean and spread (None before the first document)."""
+        return self._null
+
     def __repr__(self) -> str:
         return (
-            f"GaussianRetriever(index={self.index_type!r}, backend={self.backend!r}, documents={len(self)}, "
+            f"GaussianRetriever(index={self.index_type!r}, backend={self.backend!r}, calibration={self.calibration!r}, documents={len(self)}, "
             f"dimension={self._dim}, model={self.model_path or (type(self.model).__name__ if self.model is not None else None)!r})"
         )
 
@@ -1281,12 +1308,12 @@ class GaussianRetriever:
             return []
         return self._commit(embeddings, documents, ids, metadata)
 
-    def _new_store(self, dim: int) -> Any:
+    def _new_store(self, dim: int, centre: np.ndarray | None = None) -> Any:
         options = self._options
         if self.index_type == "flat":
             return _FaissFlat(dim) if self.backend == "faiss" else _NumpyFlat(dim)
         if self.index_type == "binary":
-            return _Binary(dim, self.backend, options["rerank_storage"], options["storage_dir"])
+            return _Binary(dim, self.backend, options["rerank_storage"], options["storage_dir"], centre)
         if self.index_type == "hnsw":
             return _FaissHNSW(dim, options["hnsw_m"], options["ef_construction"])
         return _FaissIVF(dim, options["nlist"], options["ivf_train_min"])
@@ -1301,12 +1328,18 @@ class GaussianRetriever:
                 self._next_auto += 1
         if self._dim is None:
             self._dim = embeddings.shape[1]
+        if self._null is None:
+            self._null = CorpusNull(self._dim, self.calibration_min_documents)
         if self._store is None:
-            self._store = self._new_store(self._dim)
+            first = CorpusNull(self._dim, self.calibration_min_documents)
+            first.add(embeddings)
+            centre = first.location if self.calibration == "corpus" and first.fitted else None
+            self._store = self._new_store(self._dim, centre)
         replaced = [self._by_id[value] for value in ids if value in self._by_id]
         internal = np.arange(self._next_internal, self._next_internal + len(ids), dtype=np.int64)
         # Add first, remove the replaced copies after: if adding fails, nothing stored is lost.
         self._store.add(internal, embeddings)
+        self._null.add(embeddings)
         self._next_internal += len(ids)
         self._internal.append(internal)
         self._ids.extend(ids)
@@ -1318,6 +1351,8 @@ class GaussianRetriever:
         return list(ids)
 
     def _drop(self, internal: np.ndarray) -> None:
+        for start in range(0, len(internal), _CORPUS_BLOCK):
+            self._null.remove(self._store.vectors(internal[start : start + _CORPUS_BLOCK]))
         self._store.remove(internal)
         keep = np.ones(len(self._internal), dtype=bool)
         keep[np.searchsorted(self._internal.array, internal)] = False
@@ -1340,12 +1375,19 @@ class GaussianRetriever:
         return len(ids)
 
     def rebuild_index(self) -> None:
-        """Rebuild the index from the stored vectors (e.g. retrain IVF cells after the corpus has grown)."""
+        """Rebuild the index from the stored vectors (e.g. retrain IVF cells after the corpus has grown).
+
+        Also refits the corpus calibration from scratch and, for a binary index, recentres the sign codes on the
+        corpus's current mean.
+        """
         if self._store is None or not len(self._store):
             return
         ids = self._store.ids.copy()
         vectors = np.concatenate([self._store.vectors(ids[s : s + _CORPUS_BLOCK]) for s in range(0, len(ids), _CORPUS_BLOCK)])
-        store = self._new_store(self._dim)
+        self._null = CorpusNull(self._dim, self.calibration_min_documents)
+        self._null.add(vectors)
+        centre = self._null.location if self.calibration == "corpus" and self._null.fitted else None
+        store = self._new_store(self._dim, centre)
         store.add(ids, vectors)
         self._store.close()
         self._store = store
@@ -1390,8 +1432,12 @@ class GaussianRetriever:
         queries = _check_vectors(queries.reshape(1, -1) if queries.ndim == 1 else queries, self._dim, "query embeddings")
         ids, distances = self._nearest(queries, min(top_k, len(self)))
         valid = np.isfinite(distances)
+        calibration = self._calibration_in_use()
         pvalues = np.full(distances.shape, np.nan)
-        pvalues[valid] = distance_pvalue(distances[valid], self._dim)
+        if calibration == "corpus":
+            pvalues[valid] = self._null.pvalues(distances, queries)[valid]
+        else:
+            pvalues[valid] = distance_pvalue(distances[valid], self._dim)
         positions = np.searchsorted(self._internal.array, np.where(valid, ids, 0))
         results = []
         for q in range(len(queries)):
@@ -1402,9 +1448,27 @@ class GaussianRetriever:
                 if max_pvalue is not None and pvalues[q, j] > max_pvalue:
                     break  # sorted by distance, and the p-value grows with it: no later hit passes either
                 p = int(positions[q, j])
-                hits.append(Hit(self._ids[p], self._documents[p], float(distances[q, j]), float(pvalues[q, j]), self._metadata[p]))
+                hits.append(Hit(self._ids[p], self._documents[p], float(distances[q, j]), float(pvalues[q, j]),
+                                self._metadata[p], calibration))
             results.append(hits)
         return results
+
+    def _calibration_in_use(self) -> str:
+        """The null for this search: the corpus's when asked for and it is big enough, else global (warned once)."""
+        if self.calibration == "global":
+            return "global"
+        if self._null is not None and self._null.fitted:
+            return "corpus"
+        if not self._warned_small_corpus:
+            warnings.warn(
+                f"The corpus has {len(self)} documents, fewer than calibration_min_documents="
+                f"{self.calibration_min_documents} needed to fit its own p-value null: using the global N(0, I) null "
+                "(hits say calibration='global'). Add more documents, lower calibration_min_documents, or pass "
+                "calibration='global' to choose it.",
+                stacklevel=4,
+            )
+            self._warned_small_corpus = True
+        return "global"
 
     def _nearest(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Internal ids and exact L2 distances of the k best candidates per query, nearest first (-1/inf pad)."""
@@ -1497,7 +1561,16 @@ class GaussianRetriever:
             "count": len(self),
             "dimension": self._dim,
             "similarity": "euclidean",
-            "score": "L2 distance; pvalue = chi2.cdf(distance**2 / 2, df=dimension)",
+            "score": "L2 distance; pvalue: see calibration",
+            "calibration": {
+                "mode": self.calibration,
+                "null": {
+                    "corpus": "ncx2.cdf(distance**2 / variance, df=dimension, nc=|query - sum/count|**2 / variance)",
+                    "global": "chi2.cdf(distance**2 / 2, df=dimension)",
+                }[self.calibration],
+                "min_documents": self.calibration_min_documents,
+                "corpus": None if self._null is None else self._null.to_dict(),
+            },
             "model": None if model is None else {
                 "name_or_path": _model_source(self.model_path),
                 "revision": _hub_revision(self.model_path),
@@ -1534,6 +1607,7 @@ class GaussianRetriever:
         rerank_storage: Literal["memory", "disk"] = "memory",
         storage_dir: str | None = None,
         verify_checksums: bool = True,
+        calibration: Literal["corpus", "global"] | None = None,
     ) -> GaussianRetriever:
         """Load a retriever written by :meth:`save`.
 
@@ -1544,6 +1618,8 @@ class GaussianRetriever:
         compatible (e.g. the same weights in another dtype). Every file's sha256 is checked against the
         manifest unless ``verify_checksums=False``. A binary index's rerank vectors are loaded into RAM
         unless ``rerank_storage="disk"`` (then copied into a memory-mapped file in ``storage_dir``).
+        ``calibration`` overrides the saved one; an index saved before calibration existed loads with
+        ``"corpus"``, fitted from its stored vectors.
         """
         directory = Path(directory).expanduser().absolute()
         if not directory.exists():
@@ -1573,6 +1649,9 @@ class GaussianRetriever:
         if backend == "faiss" and _import_faiss() is None:
             raise ImportError(f"{directory} holds a FAISS index, but faiss is not importable: `pip install faiss-cpu`.")
         dim = manifest["dimension"]
+        saved_calibration = manifest.get("calibration") or {}
+        if calibration is None:
+            calibration = saved_calibration.get("mode", "corpus")
 
         saved_model = manifest["model"]
         source = model_path or (saved_model or {}).get("name_or_path") if model is None else None
@@ -1602,6 +1681,8 @@ class GaussianRetriever:
             hnsw_m=index_info.get("hnsw_m", 32),
             ef_construction=index_info.get("ef_construction", 40),
             ef_search=index_info.get("ef_search", 128),
+            calibration=calibration,
+            calibration_min_documents=saved_calibration.get("min_documents", DEFAULT_MIN_DOCUMENTS),
         )
         # Where the model can be found again, for the next save: only if it is the recorded model.
         if model_path is not None:
@@ -1617,12 +1698,36 @@ class GaussianRetriever:
                 store.close()
                 raise ValueError(f"The index and {RECORDS_FILE} in {directory} list different documents. {_RESAVE_HINT}")
             retriever._store = store
+        retriever._null = cls._load_null(saved_calibration.get("corpus"), retriever, directory)
         retriever._internal.append(internal)
         retriever._ids, retriever._documents, retriever._metadata = ids, documents, metadata
         retriever._by_id = dict(zip(ids, internal.tolist()))
         retriever._next_internal = int(manifest["next_internal_id"])
         retriever._next_auto = int(manifest["next_auto_id"])
         return retriever
+
+    @staticmethod
+    def _load_null(state: dict | None, retriever: GaussianRetriever, directory: Path) -> CorpusNull | None:
+        """The saved corpus sums; an index saved before they existed is fitted from its stored vectors."""
+        dim, store = retriever._dim, retriever._store
+        if dim is None:
+            return None
+        if state is None:
+            null = CorpusNull(dim, retriever.calibration_min_documents)
+            if store is not None:
+                ids = store.ids
+                for start in range(0, len(ids), _CORPUS_BLOCK):
+                    null.add(store.vectors(ids[start : start + _CORPUS_BLOCK]))
+            return null
+        try:
+            null = CorpusNull.from_dict(state, dim, retriever.calibration_min_documents)
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{directory / MANIFEST_FILE} has a corrupted corpus calibration ({error}). {_RESAVE_HINT}") from error
+        if null.count != (len(store) if store is not None else 0):
+            raise ValueError(
+                f"{directory / MANIFEST_FILE} calibrates {null.count} documents but holds {len(store) if store else 0}. {_RESAVE_HINT}"
+            )
+        return null
 
     @staticmethod
     def _check_model(model: Any, saved: dict | None, dim: int | None, allow_mismatch: bool, directory: Path) -> bool:

@@ -143,6 +143,28 @@ def test_null_calibration_on_gaussian_embeddings() -> None:
     assert strict["pvalue_recall"] == pytest.approx(1.0) and strict["pvalue_precision"] > 0.9
     shifted = null_calibration(queries + 1.0, documents, ranking, labels, split, pairs=4000)
     assert shifted["null_ks"] > 0.3  # a shifted cloud does not
+    # The corpus null conditions on the query: a shifted query cloud still fits it.
+    assert result["null_ks_corpus"] < 0.05 and shifted["null_ks_corpus"] < 0.05
+
+
+def test_null_calibration_on_one_domain_of_a_gaussian_world() -> None:
+    """A corpus that is one domain — off-centre, narrower — fails the global null and fits the corpus one."""
+    rng = np.random.default_rng(4)
+    dim, n_docs, n_queries = 32, 600, 60
+    centre = 3.0 * rng.normal(size=dim) / np.sqrt(dim)
+    documents = centre + 0.6 * rng.normal(size=(n_docs, dim))
+    relevant = rng.choice(n_docs, size=n_queries, replace=False)
+    queries = centre + 0.6 * (0.95 * (documents[relevant] - centre) / 0.6 + np.sqrt(1 - 0.95**2) * rng.normal(size=(n_queries, dim)))
+    split = BeirSplit([f"d{i}" for i in range(n_docs)], [""] * n_docs, [f"q{i}" for i in range(n_queries)],
+                      [""] * n_queries, {f"q{i}": {f"d{j}": 1} for i, j in enumerate(relevant)})
+    ranking = rank(queries, documents, "euclidean", depth=20)
+    result = null_calibration(queries, documents, ranking, relevance_labels(ranking, split), split, pairs=4000)
+    assert result["null_ks"] > 0.9 and result["null_ks_corpus"] < 0.05
+    # Globally all 20 candidates are "closer than chance"; the corpus null lets through the relevant document
+    # and the 1% of the 599 unrelated ones it should.
+    assert result["pvalue_precision"] == pytest.approx(1 / 20, rel=0.05)
+    assert result["pvalue_precision_corpus"] == pytest.approx(1 / (1 + 0.01 * (n_docs - 1)), rel=0.3)
+    assert result["pvalue_recall_corpus"] > 0.9
 
 
 def test_expected_calibration_error_known_answers() -> None:

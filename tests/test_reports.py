@@ -61,10 +61,38 @@ def test_reports_for_two_models(two_models, tmp_path: Path) -> None:
         ("ragcun", "euclidean"), ("ragcun + whitening", "euclidean"), ("base", "cosine"), ("base + whitening", "euclidean")]
     for row in rows:
         assert 0.0 <= float(row["ndcg@10"]) <= 1.0 and 0.0 <= float(row["separation_auc"]) <= 1.0
+    assert all(0.0 <= float(row["null_ks_corpus"]) <= 1.0 and row["pvalue_precision_corpus"] for row in rows)
     iso = list(csv.DictReader((out / "isotropy_comparison.csv").open()))
-    assert {r["model"] for r in iso} == {r["model"] for r in rows} and "cov_identity_fro_floor" in iso[0]
+    assert [(r["model"], r["view"]) for r in iso] == [(r["model"], view) for r in rows for view in ("raw", "corpus-standardized")]
+    assert "cov_identity_fro_floor" in iso[0]
+    for row in iso:
+        if row["view"] == "corpus-standardized":  # centred, unit average variance: only the shape is left to judge
+            assert float(row["mean_norm"]) < 1e-6 and float(row["variance_mean"]) == pytest.approx(1.0, rel=1e-4)
+    raw_base = next(r for r in iso if r["model"] == "base" and r["view"] == "raw")
+    assert float(raw_base["variance_mean"]) < 0.1  # a cosine model's unit vectors: the raw view is far from it
     report = (out / "report.md").read_text()
     assert "**not** comparable across similarities" in report and "| ragcun | tinybeir | euclidean |" in report
+    assert "| ragcun | tinybeir | corpus-standardized |" in report and "null_ks_corpus" in report
+
+
+def test_the_training_runs_heldout_isotropy_joins_the_report(two_models, tmp_path: Path) -> None:
+    import shutil
+
+    tuned, _ = two_models
+    run_dir = tmp_path / "run"
+    shutil.copytree(tuned, run_dir / "final")
+    heldout = {"heldout_mean_norm": 0.3, "heldout_variance_mean": 1.01, "heldout_variance_min": 0.8,
+               "heldout_variance_max": 1.2, "heldout_cov_floor_ratio": 1.4, "heldout_is_isotropic": 1.0,
+               "heldout_mrr@10": 0.9}
+    (run_dir / "training_summary.json").write_text(json.dumps({"final_metrics": heldout}))
+    out = tmp_path / "reports"
+    run(["--model", str(run_dir / "final"), "--name", "ragcun", "--data", str(write_beir(tmp_path / "tinybeir")),
+         "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache")])
+    iso = list(csv.DictReader((out / "isotropy_comparison.csv").open()))
+    row = next(r for r in iso if r["dataset"] == "held-out training sample")
+    assert (row["model"], row["view"], row["is_isotropic"]) == ("ragcun", "raw", "True")
+    assert float(row["cov_floor_ratio"]) == 1.4 and float(row["variance_max"]) == 1.2
+    assert "| ragcun | held-out training sample | raw |" in (out / "report.md").read_text()
 
 
 def test_embeddings_are_encoded_once(two_models, tmp_path: Path, monkeypatch) -> None:

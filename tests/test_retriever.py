@@ -464,9 +464,10 @@ def test_hits_carry_pvalues_and_max_pvalue_filters() -> None:
     dim = 64
     corpus = gaussian(1000, dim, 24)
     query = corpus[17] + 0.2 * gaussian(1, dim, 25)[0]
-    retriever = GaussianRetriever(backend="numpy")
+    retriever = GaussianRetriever(backend="numpy", calibration="global")
     retriever.add_embeddings(corpus, names(1000))
     hits = retriever.search_embeddings(query, top_k=50)[0]
+    assert all(h.calibration == "global" for h in hits)
     assert all(h.pvalue == pytest.approx(distance_pvalue(h.distance, dim), rel=1e-12) for h in hits)
     assert hits[0].id == 17 and hits[0].pvalue < 1e-20 and min(h.pvalue for h in hits[1:]) > 1e-4
     filtered = retriever.search_embeddings(query, top_k=50, max_pvalue=0.001)[0]
@@ -474,10 +475,148 @@ def test_hits_carry_pvalues_and_max_pvalue_filters() -> None:
     assert retriever.search_embeddings(query, top_k=50, max_pvalue=1.0)[0] == hits
     # On pure noise about 1% of all query-document pairs pass at the 1% level (averaged over documents: for
     # one fixed document the distances are non-central, so the level holds over pairs, not per document).
-    independent = GaussianRetriever(backend="numpy")
+    independent = GaussianRetriever(backend="numpy", calibration="global")
     independent.add_embeddings(gaussian(300, dim, 26), names(300))
     passed = [len(hits) for hits in independent.search_embeddings(gaussian(300, dim, 27), top_k=300, max_pvalue=0.01)]
     assert 0.005 < np.sum(passed) / 300**2 < 0.02
+
+
+# ---------------------------------------------------------------- corpus calibration
+
+
+def domain(n: int, dim: int, seed: int, offset: float = 3.0, spread: float = 0.6) -> np.ndarray:
+    """One domain of an N(0, I) world: off-centre (mean of norm ``offset``) and narrower (``spread``)."""
+    rng = np.random.default_rng(seed)
+    centre = np.random.default_rng(0).standard_normal(dim)
+    centre *= offset / np.linalg.norm(centre)
+    return (centre + spread * rng.standard_normal((n, dim))).astype(np.float32)
+
+
+def pooled_pvalues(retriever: GaussianRetriever, queries: np.ndarray) -> np.ndarray:
+    return np.array([h.pvalue for hits in retriever.search_embeddings(queries, top_k=len(retriever)) for h in hits])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_corpus_calibration_is_uniform_on_an_off_centre_domain_where_global_is_not(backend: str) -> None:
+    dim, corpus, queries = 64, domain(1000, 64, 1), domain(40, 64, 2)  # queries unrelated to every document
+    corpus_calibrated = GaussianRetriever(backend=backend)
+    corpus_calibrated.add_embeddings(corpus, names(1000))
+    global_null = GaussianRetriever(backend=backend, calibration="global")
+    global_null.add_embeddings(corpus, names(1000))
+    calibrated, raw = pooled_pvalues(corpus_calibrated, queries), pooled_pvalues(global_null, queries)
+    assert kstest(calibrated, "uniform").statistic < 0.03 and 0.005 < np.mean(calibrated < 0.01) < 0.02
+    assert np.mean(raw < 0.01) > 0.99  # the global null calls every in-domain pair "closer than chance"
+    # Same ranking and distances either way: only the p-values change.
+    for a, b in zip(corpus_calibrated.search_embeddings(queries, top_k=20), global_null.search_embeddings(queries, top_k=20)):
+        assert [(h.id, h.distance) for h in a] == [(h.id, h.distance) for h in b]
+        assert {h.calibration for h in a} == {"corpus"} and {h.calibration for h in b} == {"global"}
+    # A near-duplicate is still far below the level, and max_pvalue keeps only it.
+    query = corpus[17] + 0.05 * gaussian(1, dim, 3)[0]
+    assert [h.id for h in corpus_calibrated.search_embeddings(query, top_k=50, max_pvalue=0.001)[0]] == [17]
+
+
+@pytest.mark.parametrize("options", INDEXES)
+def test_corpus_calibration_follows_adds_and_removes_and_survives_save(options: dict, tmp_path: Path) -> None:
+    corpus = domain(600, 16, 4)
+    retriever = GaussianRetriever(**options)
+    retriever.add_embeddings(corpus[:400], names(400), ids=list(range(400)))
+    retriever.add_embeddings(corpus[400:500], names(100), ids=list(range(300, 400)))  # replaces 300-399
+    retriever.remove(list(range(0, 50)))
+    kept = np.concatenate([corpus[50:300], corpus[400:500]]).astype(np.float64)
+    null = retriever.corpus_null
+    assert null.count == len(retriever) == 350
+    np.testing.assert_allclose(null.location, kept.mean(axis=0), atol=1e-9)
+    assert null.variance == pytest.approx(kept.var(axis=0, ddof=1).mean(), rel=1e-9)
+    queries = domain(5, 16, 5)
+    before = retriever.search_embeddings(queries, top_k=8)
+    retriever.save(tmp_path / "index")
+    loaded = GaussianRetriever.load(tmp_path / "index")
+    assert loaded.calibration == "corpus" and loaded.search_embeddings(queries, top_k=8) == before
+    manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
+    assert manifest["calibration"]["mode"] == "corpus" and manifest["calibration"]["corpus"]["count"] == 350
+    # The calibration can be switched at load; rankings stay.
+    as_global = GaussianRetriever.load(tmp_path / "index", calibration="global")
+    assert [[h.id for h in hits] for hits in as_global.search_embeddings(queries, top_k=8)] == [[h.id for h in hits] for hits in before]
+    assert {h.calibration for hits in as_global.search_embeddings(queries, top_k=8) for h in hits} == {"global"}
+
+
+@pytest.mark.parametrize("options", [{"index": "flat", "backend": "numpy"}, {"index": "binary", "backend": "numpy"}])
+def test_an_index_saved_without_calibration_loads_and_calibrates(options: dict, tmp_path: Path) -> None:
+    corpus, queries = domain(300, 16, 6), domain(4, 16, 7)
+    retriever = GaussianRetriever(**options, calibration="global")  # global: the binary codes are not centred
+    retriever.add_embeddings(corpus, names(300))
+    retriever.save(tmp_path / "index")
+    manifest_path = tmp_path / "index" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    # What the format held before calibration existed: no calibration entry, no code centre.
+    del manifest["calibration"]
+    manifest["index"]["state"].pop("centre", None)
+    manifest_path.write_text(json.dumps(manifest))
+    loaded = GaussianRetriever.load(tmp_path / "index")
+    assert loaded.calibration == "corpus" and loaded.corpus_null.count == 300
+    np.testing.assert_allclose(loaded.corpus_null.location, corpus.astype(np.float64).mean(axis=0), atol=1e-9)
+    hits = loaded.search_embeddings(queries, top_k=5)
+    assert {h.calibration for h in hits[0]} == {"corpus"}
+    assert [[h.id for h in q] for q in hits] == [[h.id for h in q] for q in retriever.search_embeddings(queries, top_k=5)]
+
+
+def test_a_small_corpus_falls_back_to_the_global_null_with_one_warning() -> None:
+    retriever = GaussianRetriever(backend="numpy")
+    retriever.add_embeddings(gaussian(5, 16, 8), names(5))
+    with pytest.warns(UserWarning, match="fewer than calibration_min_documents=100"):
+        hits = retriever.search_embeddings(gaussian(1, 16, 9), top_k=3)[0]
+    assert {h.calibration for h in hits} == {"global"}
+    assert all(h.pvalue == pytest.approx(distance_pvalue(h.distance, 16), rel=1e-12) for h in hits)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        retriever.search_embeddings(gaussian(1, 16, 10), top_k=3)  # warned once, not at every search
+    small = GaussianRetriever(backend="numpy", calibration_min_documents=5)
+    small.add_embeddings(gaussian(5, 16, 8), names(5))
+    assert {h.calibration for h in small.search_embeddings(gaussian(1, 16, 9), top_k=3)[0]} == {"corpus"}
+
+
+def test_a_cosine_model_gets_calibrated_pvalues_from_its_corpus() -> None:
+    class UnitVectorModel(CountingModel):
+        similarity_fn_name = "cosine"
+
+        def encode(self, texts, **kwargs):
+            vectors = super().encode(texts, **kwargs) + 2.0  # one off-centre direction, as real models have
+            return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    import warnings
+
+    with pytest.warns(UserWarning, match="global p-values assume un-normalized N\\(0, I\\) embeddings"):
+        GaussianRetriever(model=UnitVectorModel(), calibration="global")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        retriever = GaussianRetriever(model=UnitVectorModel(), backend="numpy")  # corpus calibration: no warning
+    retriever.add_documents([f"document {i}" for i in range(400)])
+    pvalues = np.array([h.pvalue for hits in retriever.search_batch([f"query {i}" for i in range(20)], top_k=400) for h in hits])
+    assert kstest(pvalues, "uniform").statistic < 0.05  # unrelated texts: uniform under the corpus's own null
+
+
+def test_calibration_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="Unknown calibration 'chi2': choose 'corpus'"):
+        GaussianRetriever(calibration="chi2")
+    with pytest.raises(ValueError, match="calibration_min_documents must be an integer >= 2"):
+        GaussianRetriever(calibration_min_documents=1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_binary_codes_are_centred_on_an_off_centre_corpus(backend: str) -> None:
+    corpus, queries = topic_corpus(topics=200, per_topic=10, dim=64, seed=11)
+    corpus, queries = corpus + 3.0, queries + 3.0  # every sign positive about the origin: codes carry nothing
+    exact = GaussianRetriever(backend=backend)
+    exact.add_embeddings(corpus, names(2000))
+    truth = hit_ids(exact.search_embeddings(queries, top_k=10))
+    recalls = {}
+    for calibration in ("corpus", "global"):
+        binary = GaussianRetriever(index="binary", backend=backend, rerank_factor=10, calibration=calibration)
+        binary.add_embeddings(corpus, names(2000))
+        recalls[calibration] = recall_at_10(hit_ids(binary.search_embeddings(queries, top_k=10)), truth)
+    assert recalls["corpus"] >= 0.9 and recalls["global"] < 0.5, recalls
 
 
 # ---------------------------------------------------------------- compressed and approximate indexes
