@@ -1460,9 +1460,10 @@ class GaussianRetriever:
         if self._null is not None and self._null.fitted:
             return "corpus"
         if not self._warned_small_corpus:
+            reason = (f"has {len(self)} documents, fewer than calibration_min_documents={self.calibration_min_documents}"
+                      if len(self) < self.calibration_min_documents else "has no spread (all its documents are the same vector)")
             warnings.warn(
-                f"The corpus has {len(self)} documents, fewer than calibration_min_documents="
-                f"{self.calibration_min_documents} needed to fit its own p-value null: using the global N(0, I) null "
+                f"The corpus {reason} needed to fit its own p-value null: using the global N(0, I) null "
                 "(hits say calibration='global'). Add more documents, lower calibration_min_documents, or pass "
                 "calibration='global' to choose it.",
                 stacklevel=4,
