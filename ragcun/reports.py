@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -184,7 +185,12 @@ def heldout_isotropy_row(name: str, model_path: str) -> dict | None:
     for folder in (Path(model_path), Path(model_path).parent):
         summary_file = folder / "training_summary.json"
         if summary_file.is_file():
-            final = json.loads(summary_file.read_text(encoding="utf-8")).get("final_metrics") or {}
+            try:
+                final = json.loads(summary_file.read_text(encoding="utf-8")).get("final_metrics") or {}
+            except (json.JSONDecodeError, AttributeError, UnicodeDecodeError) as error:
+                warnings.warn(f"{summary_file} is unreadable ({error}): its held-out isotropy is left out of the report.",
+                              stacklevel=2)
+                return None
             figures = {key.removeprefix("heldout_"): value for key, value in final.items() if key.startswith("heldout_")}
             if "is_isotropic" not in figures:
                 return None

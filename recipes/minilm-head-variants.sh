@@ -22,9 +22,10 @@ declare -A VARIANTS=(
   [sigreg-random-1]="--lambda_isotropy 1.0 --num_principal 0"
   [deep-sigreg-0.3-anchor]="--lambda_isotropy 0.3 --num_principal 64 --lambda_anchor 1.0 --head_layers 2"
   [deep-sigreg-0.3-anchor-5]="--lambda_isotropy 0.3 --num_principal 64 --lambda_anchor 5.0 --head_layers 2"
+  [deep-sigreg-anchor-15ep]="--lambda_isotropy 0.1 --num_principal 64 --lambda_anchor 1.0 --head_layers 2 --num_train_epochs 15"
 )
 ORDER=(mnrl sigreg-random sigreg sigreg-anchor deep-sigreg-anchor sigreg-random-1 deep-sigreg-0.3-anchor
-       deep-sigreg-0.3-anchor-5)
+       deep-sigreg-0.3-anchor-5 deep-sigreg-anchor-15ep)
 
 for name in "${ORDER[@]}"; do
   if [ -f "$RUNS/$name/final/modules.json" ]; then echo "$name: trained"; continue; fi

@@ -93,6 +93,12 @@ def test_the_training_runs_heldout_isotropy_joins_the_report(two_models, tmp_pat
     assert (row["model"], row["view"], row["is_isotropic"]) == ("ragcun", "raw", "True")
     assert float(row["cov_floor_ratio"]) == 1.4 and float(row["variance_max"]) == 1.2
     assert "| ragcun | held-out training sample | raw |" in (out / "report.md").read_text()
+    # An unreadable summary is left out with a warning; the report is still written.
+    (run_dir / "training_summary.json").write_text("{not json")
+    with pytest.warns(UserWarning, match="unreadable"):
+        run(["--model", str(run_dir / "final"), "--name", "ragcun", "--data", str(tmp_path / "tinybeir"),
+             "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache")])
+    assert not [r for r in csv.DictReader((out / "isotropy_comparison.csv").open()) if r["dataset"] == "held-out training sample"]
 
 
 def test_embeddings_are_encoded_once(two_models, tmp_path: Path, monkeypatch) -> None:
