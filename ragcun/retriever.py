@@ -53,7 +53,10 @@ INDEX_TYPES: tuple[str, ...] = ("flat", "binary", "ivf", "hnsw")
 BACKENDS: tuple[str, ...] = ("auto", "faiss", "numpy")
 
 FORMAT_NAME = "ragcun.GaussianRetriever"
-FORMAT_VERSION = 1
+# 2: the corpus calibration and the binary codes' centre. A version-1 reader would ignore the centre and search
+# centred codes with uncentred queries, so it must refuse these saves; this version still reads version 1.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MANIFEST_FILE = "manifest.json"
 RECORDS_FILE = "records.jsonl"
 FINGERPRINT_METHOD = "sha256 over module types, prompts, embedding dimension and every state_dict tensor (v1)"
@@ -854,10 +857,10 @@ def _read_manifest(directory: Path) -> dict:
         raise ValueError(f"{path} is corrupted (not valid JSON: {error}). {_RESAVE_HINT}") from error
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise ValueError(f"{path} is not a GaussianRetriever manifest (no \"format\": \"{FORMAT_NAME}\"). {_RESAVE_HINT}")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in READABLE_VERSIONS:
         raise ValueError(
-            f"{path} has format version {manifest.get('format_version')!r}; this ragcun reads version {FORMAT_VERSION}. "
-            "Load it with the ragcun version that wrote it, or rebuild the retriever."
+            f"{path} has format version {manifest.get('format_version')!r}; this ragcun reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}. Load it with the ragcun version that wrote it, or rebuild the retriever."
         )
     required = ("count", "dimension", "index", "model", "files", "next_internal_id", "next_auto_id")
     missing = [key for key in required if key not in manifest]

@@ -287,7 +287,7 @@ def test_save_load_round_trip(options: dict, tmp_path: Path) -> None:
     loaded.remove(["d4"])
     assert len(loaded) == 499
     manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
-    assert manifest["format_version"] == 1 and manifest["count"] == 499 and manifest["dimension"] == 16
+    assert manifest["format_version"] == 2 and manifest["count"] == 499 and manifest["dimension"] == 16
     assert manifest["similarity"] == "euclidean" and manifest["index"]["type"] == options["index"]
     files = sorted(p.name for p in (tmp_path / "index").iterdir())
     assert set(manifest["files"]) == set(files) - {"manifest.json"}
@@ -548,7 +548,8 @@ def test_an_index_saved_without_calibration_loads_and_calibrates(options: dict, 
     retriever.save(tmp_path / "index")
     manifest_path = tmp_path / "index" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    # What the format held before calibration existed: no calibration entry, no code centre.
+    # What the format held before calibration existed (version 1): no calibration entry, no code centre.
+    manifest["format_version"] = 1
     del manifest["calibration"]
     manifest["index"]["state"].pop("centre", None)
     manifest_path.write_text(json.dumps(manifest))
