@@ -77,13 +77,9 @@ def frozen_base_memo(args: argparse.Namespace):
     """The memoized frozen base of --frozen-base, at the evaluation's token cap and precision (None without it)."""
     if args.frozen_base is None:
         return None
-    from ragcun.embedding_cache import DEFAULT_CACHE_DIR
-    from ragcun.frozen_base import MemoizedBase, memo_path
-    from ragcun.reports import load_for_evaluation
+    from ragcun.reports import memoized_base
 
-    base = load_for_evaluation(args.frozen_base, args.max_seq_length, args.precision)
-    return MemoizedBase(base, memo_path(args.frozen_base, base, args.cache_dir or DEFAULT_CACHE_DIR, args.precision),
-                        batch_size=args.batch_size)
+    return memoized_base(args.frozen_base, args.max_seq_length, args.precision, args.cache_dir, args.batch_size)
 
 
 def display_names(paths: list[str], names: list[str]) -> list[str]:

@@ -34,8 +34,7 @@ from ragcun import evaluation
 from ragcun.beir import BeirSplit, load_beir
 from ragcun.embedding_cache import DEFAULT_CACHE_DIR
 from ragcun.fileio import atomic_write_text
-from ragcun.frozen_base import MemoizedBase, memo_path
-from ragcun.reports import (embedding_key, encode_dataset, load_for_evaluation, model_similarity,
+from ragcun.reports import (embedding_key, encode_dataset, load_for_evaluation, memoized_base, model_similarity,
                             relevance_threshold, with_memoized_base)
 
 FIXED_INT8_SCALE = 32.0  # int8 steps per standard deviation of N(0, 1): ±127 covers ±3.97σ
@@ -125,10 +124,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     parser.add_argument("--out", type=Path, help="folder for quantization.json and quantization.md")
     args = parser.parse_args()
-    memo = None
-    if args.frozen_base:
-        base = load_for_evaluation(args.frozen_base, args.max_seq_length, "float32")
-        memo = MemoizedBase(base, memo_path(args.frozen_base, base, args.cache_dir, "float32"))
+    memo = memoized_base(args.frozen_base, args.max_seq_length, "float32", args.cache_dir) if args.frozen_base else None
     results = []
     for folder in args.data:
         split = load_beir(folder, args.split)

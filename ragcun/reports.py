@@ -21,9 +21,10 @@ from sentence_transformers import SentenceTransformer
 
 from ragcun import evaluation, plots
 from ragcun.beir import BeirSplit, load_beir
+from ragcun.distance_null import CorpusNull
 from ragcun.embedding_cache import DEFAULT_CACHE_DIR, encode_cached, folder_fingerprint
 from ragcun.fileio import atomic_write_text
-from ragcun.frozen_base import MemoizedBase, head_of, on_memoized_base
+from ragcun.frozen_base import MemoizedBase, head_of, memo_path, on_memoized_base
 from ragcun.isotropy import isotropy_report
 from ragcun.model import load_base
 from ragcun.precision import check_precision, precision_tag, set_encoding_precision
@@ -83,6 +84,13 @@ def load_for_evaluation(path: str, max_seq_length: int | None, precision: str) -
     if max_seq_length:
         model.max_seq_length = max_seq_length
     return model
+
+
+def memoized_base(base_path: str, max_seq_length: int | None, precision: str, cache_dir: Path | None = None,
+                  batch_size: int = 32) -> MemoizedBase:
+    """The frozen base at the evaluation's token cap and precision, memoized in the cache folder for the next run."""
+    base = load_for_evaluation(base_path, max_seq_length, precision)
+    return MemoizedBase(base, memo_path(base_path, base, cache_dir or DEFAULT_CACHE_DIR, precision), batch_size=batch_size)
 
 
 def with_memoized_base(model: SentenceTransformer, memo: MemoizedBase | None) -> SentenceTransformer:
@@ -169,14 +177,15 @@ def _csv(rows: list[dict], columns: list[str]) -> str:
 
 
 def corpus_standardized(documents: np.ndarray) -> np.ndarray:
-    """The corpus minus its mean, divided by its one average spread: what the corpus p-value null assumes is N(0, I).
+    """The corpus minus its mean, divided by its one average spread: what the corpus p-value null
+    (:class:`ragcun.distance_null.CorpusNull`, fitted the same way) assumes is N(0, I).
 
     A shift and one scale leave every L2 ranking unchanged, so this view judges only the cloud's shape.
     """
-    documents = np.asarray(documents, dtype=np.float64)
-    centred = documents - documents.mean(axis=0)
-    spread = np.sqrt(centred.var(axis=0, ddof=1).mean()) if len(documents) > 1 else 0.0
-    return centred / spread if spread > 0 else centred
+    null = CorpusNull(documents.shape[1], min_documents=2)
+    null.add(documents)
+    centred = np.asarray(documents, dtype=np.float64) - null.location
+    return centred / np.sqrt(null.variance) if null.fitted else centred
 
 
 def heldout_isotropy_row(name: str, model_path: str) -> dict | None:
