@@ -48,9 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run_mteb_tasks(args: argparse.Namespace, models: dict[str, str], memo=None) -> dict[str, dict[str, float]]:
     """Named MTEB tasks and local folders through mteb, each model under its own explicit name."""
-    from ragcun.mteb_tasks import beir_retrieval_task, resolve_tasks, run_mteb, sts_task, weights_fingerprint
-    from ragcun.precision import precision_tag
-    from ragcun.reports import load_for_evaluation, with_memoized_base
+    from ragcun.evaluation.mteb import beir_retrieval_task, resolve_tasks, run_mteb, sts_task, weights_fingerprint
+    from ragcun.encoding.precision import precision_tag
+    from ragcun.evaluation.reports import load_for_evaluation, with_memoized_base
 
     tasks: list = list(resolve_tasks(args.mteb_tasks)) if args.mteb_tasks else []  # unknown names fail here
     if args.mteb_local:
@@ -77,7 +77,7 @@ def frozen_base_memo(args: argparse.Namespace):
     """The memoized frozen base of --frozen-base, at the evaluation's token cap and precision (None without it)."""
     if args.frozen_base is None:
         return None
-    from ragcun.reports import memoized_base
+    from ragcun.evaluation.reports import memoized_base
 
     return memoized_base(args.frozen_base, args.max_seq_length, args.precision, args.cache_dir, args.batch_size)
 
@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     import torch
 
-    from ragcun.precision import resolve_precision
-    from ragcun.reports import evaluate_models
+    from ragcun.encoding.precision import resolve_precision
+    from ragcun.evaluation.reports import evaluate_models
 
     args.precision = resolve_precision(args.precision, "cuda" if torch.cuda.is_available() else "cpu")
     print(f"encoding precision: {args.precision}")

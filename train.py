@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sys
 
-from ragcun.recipe import parse_recipe
-from ragcun.training import prepare_run, run_training
+from ragcun.training.recipe import parse_recipe
+from ragcun.training.run import prepare_run, run_training
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -67,7 +67,7 @@ def load_backend(model_path: str, variant: str, workdir: Path) -> SentenceTransf
         return SentenceTransformer(model_path, backend="openvino", device="cpu",
                                    model_kwargs={"load_in_8bit": True, "ov_config": {"INFERENCE_PRECISION_HINT": "f32"}})
     if variant == "torch-bf16":
-        from ragcun.precision import set_encoding_precision
+        from ragcun.encoding.precision import set_encoding_precision
 
         return set_encoding_precision(SentenceTransformer(model_path, device="cpu"), "bfloat16")
     raise ValueError(f"Unknown backend variant {variant!r}")
@@ -80,8 +80,8 @@ def texts_per_second(model: SentenceTransformer, texts: list[str], batch_size: i
 
 
 def ndcg_at_10(model: SentenceTransformer, beir: Path, max_seq_length: int) -> float:
-    from ragcun.beir import load_beir
-    from ragcun.evaluation import rank, retrieval_metrics
+    from ragcun.evaluation.beir import load_beir
+    from ragcun.evaluation.metrics import rank, retrieval_metrics
 
     model.max_seq_length = max_seq_length
     split = load_beir(beir)

@@ -33,13 +33,13 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Dense
 from torch import nn
 
-from ragcun import head_training
-from ragcun.embedding_cache import DEFAULT_CACHE_DIR
-from ragcun.frozen_base import head_of
+from ragcun.training import head as head_training
+from ragcun.encoding.cache import DEFAULT_CACHE_DIR
+from ragcun.encoding.memoized_base import head_of
 from ragcun.isotropy import isotropy_report
 from ragcun.model import load_base
-from ragcun.recipe import parse_recipe
-from ragcun.training import prepare_run
+from ragcun.training.recipe import parse_recipe
+from ragcun.training.run import prepare_run
 
 FIGURES = ("cov_floor_ratio", "mean_norm_excess", "variance_min", "variance_max", "offdiag_corr_excess", "sigreg",
            "is_isotropic")

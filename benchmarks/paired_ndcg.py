@@ -3,7 +3,7 @@
 A gap of a point or two between two fine-tunes on 300 queries can be noise. This scores every system on
 the same queries (the embeddings ``evaluate.py`` cached, found under the same ``NAME``, cap and precision,
 or encoded now), then reports each one's mean difference from the first system with a paired-bootstrap
-95% interval and a sign-flip p-value (``ragcun.evaluation.paired_difference``).
+95% interval and a sign-flip p-value (``ragcun.evaluation.metrics.paired_difference``).
 
     python benchmarks/paired_ndcg.py --data ../shared/data/scifact --max-seq-length 256 \\
         --system minilm-lambda-0.01=output/minilm-sweep/lambda-0.01/final \\
@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ragcun import evaluation
-from ragcun.beir import load_beir
-from ragcun.precision import PRECISIONS
-from ragcun.reports import embedding_key, encode_dataset, load_for_evaluation, model_similarity
+from ragcun.evaluation import metrics as evaluation
+from ragcun.evaluation.beir import load_beir
+from ragcun.encoding.precision import PRECISIONS
+from ragcun.evaluation.reports import embedding_key, encode_dataset, load_for_evaluation, model_similarity
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from ragcun.retriever import GaussianRetriever  # noqa: E402
+from ragcun.retrieval.retriever import GaussianRetriever  # noqa: E402
 
 QUICKSTART_MODEL = ROOT / "output" / "quickstart" / "final"
 DOCUMENTS = [

@@ -3,7 +3,7 @@
 from ragcun.isotropy import isotropy_report
 from ragcun.losses import CachedLeJEPALoss, EppsPulley, EuclideanMNRLoss, LeJEPALoss, SIGReg, SIGRegLoss
 from ragcun.model import DEFAULT_BASE_MODEL, build_model, fit_projection
-from ragcun.retriever import GaussianRetriever, Hit
+from ragcun.retrieval.retriever import GaussianRetriever, Hit
 
 __version__ = "0.1.0"
 

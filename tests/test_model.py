@@ -13,7 +13,7 @@ from sentence_transformers.sentence_transformer.modules import Dense, Normalize,
 from torch import nn
 
 from ragcun import build_model, fit_projection
-from tests.conftest import tiny_texts
+from tests.helpers import tiny_texts
 
 
 def init_texts() -> dict[str, list[str]]:

@@ -1,0 +1,1 @@
+"""Publishing a trained model: the model card and the Hub release."""

@@ -1,0 +1,194 @@
+"""Head-only training: the base, frozen as released, encodes each text once; a head learns the Gaussian shape.
+
+Fine-tuning the whole backbone on a few thousand pairs costs retrieval quality by itself (docs/results.md), and
+on a CPU every step of it takes seconds. Here the backbone stays exactly as released, normalization included,
+and only a Dense head on top of it is trained. Every training and held-out text is encoded once into the
+embedding cache (the one evaluate.py uses, in resumable shards); the head then trains on those vectors through
+``SentenceTransformerTrainer`` with a :class:`~ragcun.encoding.cached_input.CachedEmbeddings` lookup in the backbone's
+place, so batches of thousands and thousands of steps cost seconds. The saved model is the plain stack: the
+base's modules, then the head, euclidean, with the base's prompts.
+
+The ``scaled`` init (a uniform scale to unit average variance, no rotation, no centring) makes step 0 rank by
+L2 exactly as the base ranks by cosine: training then only has to shape the cloud.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import Dataset
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.modules import Dense
+from torch import nn
+
+from ragcun.encoding.cached_input import CachedEmbeddings
+from ragcun.encoding.cache import cache_key, encode_cached, encode_shards, folder_fingerprint
+from ragcun.io import atomic_write, atomic_write_text
+from ragcun.model import fit_projection
+
+# Recipe keys that only mean something when the backbone trains: given with head-only training, they are refused.
+BACKBONE_KEYS = ("freeze_layers", "freeze_embeddings", "gradcache_mini_batch_size")
+
+
+def check_head_only_recipe(given: dict[str, object], defaults: dict[str, object]) -> None:
+    """Refuse, before anything is encoded, a head-only recipe that also asks to train (part of) the backbone:
+    a backbone key set to anything but its default (a recipe written out by an earlier run lists them all)."""
+    clash = sorted(key for key in BACKBONE_KEYS if key in given and given[key] != defaults[key])
+    if clash:
+        raise ValueError(
+            f"train_head_only keeps the whole backbone frozen, but the recipe also sets {', '.join(clash)}, which "
+            "choose what of the backbone trains. Remove them, or set train_head_only false to fine-tune the backbone."
+        )
+
+
+@dataclass
+class TextGroups:
+    """The texts to encode, by the prompt name they are presented with (None: the model's default, if any)."""
+
+    train: dict[str | None, list[str]]
+    heldout: dict[str | None, list[str]]
+
+
+def text_groups(train: Dataset, heldout: Dataset | None, column_prompts: dict[str, str] | None,
+                prompts: dict[str, str]) -> TextGroups:
+    """What the trainer and the held-out evaluator will look up: training columns with the collator's column
+    prompts (``column_prompts`` maps a column to a prompt name here), held-out queries and documents with the
+    ``query`` / ``document`` prompts when the model has them (as the evaluator encodes them)."""
+
+    def collect(dataset: Dataset, prompt_of) -> dict[str | None, list[str]]:
+        groups: dict[str | None, dict[str, None]] = {}
+        for column in dataset.column_names:
+            groups.setdefault(prompt_of(column), {}).update(dict.fromkeys(t for t in dataset[column] if t is not None))
+        return {name: list(texts) for name, texts in groups.items()}
+
+    def evaluator_prompt(column: str) -> str | None:
+        name = "query" if column == "anchor" else "document"
+        return name if name in prompts else None
+
+    return TextGroups(
+        train=collect(train, lambda column: (column_prompts or {}).get(column)),
+        heldout=collect(heldout, evaluator_prompt) if heldout is not None else {},
+    )
+
+
+@dataclass
+class EncodedTexts:
+    table_path: Path
+    texts_path: Path
+    train_rows: np.ndarray  # rows of the table that hold training texts (the head's init is fitted on those)
+
+
+def encode_own_shards(base: SentenceTransformer, base_path: str, groups: TextGroups, cache_dir: Path,
+                      batch_size: int, process_index: int, num_processes: int) -> None:
+    """This process's share of every group's missing shards (see ``encode_shards``): under ``accelerate launch``
+    N processes encode the texts N times faster; :func:`encode_once` then joins them."""
+    model_id = f"{folder_fingerprint(base_path)}|frozen-base"
+    for split_groups in (groups.train, groups.heldout):
+        for prompt_name, texts in split_groups.items():
+            encode_shards(base, model_id, texts, prompt_name, Path(cache_dir).expanduser().resolve(),
+                          batch_size=batch_size, process_index=process_index, num_processes=num_processes)
+
+
+def encode_once(base: SentenceTransformer, base_path: str, groups: TextGroups, cache_dir: Path,
+                batch_size: int) -> EncodedTexts:
+    """The frozen base's embeddings of every group, encoded as at inference (``encode(prompt_name=...)``) and
+    cached by evaluate.py's ``encode_cached`` (keyed by the base's folder fingerprint, the texts, the prompt and
+    max_seq_length, in resumable shards), then joined into one lookup table keyed by the exact string the
+    model's preprocessing receives: prompt + text."""
+    model_id = f"{folder_fingerprint(base_path)}|frozen-base"
+    cache_dir = Path(cache_dir).expanduser().resolve()
+    keys: list[str] = []
+    parts: list[np.ndarray] = []
+    train_keys: set[str] = set()
+    for split, split_groups in (("train", groups.train), ("heldout", groups.heldout)):
+        for prompt_name, texts in split_groups.items():
+            prefix = base.prompts.get(prompt_name or base.default_prompt_name or "", "")
+            parts.append(encode_cached(base, model_id, texts, prompt_name, cache_dir, batch_size=batch_size))
+            keys += [prefix + text for text in texts]
+            if split == "train":
+                train_keys.update(prefix + text for text in texts)
+    table = np.concatenate(parts)
+    digest = cache_key(model_id, keys, None, base.max_seq_length)
+    table_path, texts_path = cache_dir / f"{digest}.table.npy", cache_dir / f"{digest}.texts.json"
+    if not (table_path.is_file() and texts_path.is_file()):
+        atomic_write(table_path, lambda tmp: np.save(tmp, table, allow_pickle=False))
+        atomic_write_text(texts_path, json.dumps(keys))
+    train_rows = np.array(sorted({row for row, key in enumerate(keys) if key in train_keys}))
+    return EncodedTexts(table_path, texts_path, train_rows)
+
+
+def check_same_table(checkpoint: Path, encoded: EncodedTexts) -> None:
+    """A resumed head must keep training on the embeddings it started from, not on another table."""
+    config = checkpoint / CachedEmbeddings.config_file_name
+    if not config.is_file():
+        return
+    saved = json.loads(config.read_text(encoding="utf-8")).get("table_path")
+    if saved is not None and Path(saved) != encoded.table_path:
+        raise ValueError(
+            f"{checkpoint} was trained on the embeddings in {saved}, but this recipe encodes to {encoded.table_path} "
+            "(another base, data, prompt or max_seq_length). Resume with the recipe the run started with, or start a "
+            "new run in another output_dir."
+        )
+
+
+# Pre-activation spread of a deep head's Tanh layers at init: tanh(x) is within 2% of x at one standard deviation,
+# so step 0 ranks (almost) as the linear init does, and the layers can still learn to bend.
+TANH_INPUT_STD = 0.25
+
+
+def build_head(train_embeddings: np.ndarray, output_dim: int, init: str, seed: int, samples: int,
+               layers: int = 1) -> list[Dense]:
+    """The head's Dense layers on the base's output, fitted on a sample of ``samples`` training embeddings (never
+    the held-out ones), as the full stack fits its projection on ``init_samples`` texts.
+
+    One layer: the fitted projection (identity activation). More: ``layers - 1`` square Dense + Tanh layers first,
+    initialised near-linear (a scaled identity keeping pre-activations small, see ``TANH_INPUT_STD``), then the
+    fitted projection divided by that scale, so the whole head starts as (almost) the one-layer head. Only standard
+    sentence-transformers modules: the saved model loads with no custom code.
+    """
+    if layers < 1:
+        raise ValueError(f"head_layers must be a positive integer, got {layers}.")
+    rng = np.random.default_rng(seed)
+    if len(train_embeddings) > samples:
+        train_embeddings = train_embeddings[np.sort(rng.choice(len(train_embeddings), samples, replace=False))]
+    weight, bias = fit_projection(train_embeddings, output_dim, init, seed)  # type: ignore[arg-type]
+    width = train_embeddings.shape[1]
+    hidden: list[Dense] = []
+    if layers > 1:
+        shrink = TANH_INPUT_STD / float(np.sqrt(train_embeddings.var(axis=0).mean()))
+        for depth in range(layers - 1):
+            scale = shrink if depth == 0 else 1.0
+            hidden.append(Dense(width, width, bias=True, activation_function=nn.Tanh(),
+                                init_weight=torch.eye(width) * scale, init_bias=torch.zeros(width)))
+        weight = weight / shrink
+    last = Dense(width, output_dim, bias=True, activation_function=nn.Identity(), init_weight=weight, init_bias=bias)
+    return [*hidden, last]
+
+
+def lookup_model(base: SentenceTransformer, encoded: EncodedTexts) -> SentenceTransformer:
+    """The frozen base as a table lookup, ranking with the base's own similarity: what hard negatives are mined
+    with, and what the base's held-out figures are read from."""
+    return SentenceTransformer(modules=[CachedEmbeddings(str(encoded.table_path), str(encoded.texts_path))],
+                               prompts=dict(base.prompts), default_prompt_name=base.default_prompt_name,
+                               similarity_fn_name=base.similarity_fn_name or "cosine", device="cpu")
+
+
+def training_model(base: SentenceTransformer, encoded: EncodedTexts, head: list[Dense]) -> SentenceTransformer:
+    """What the trainer trains: the cached lookup in the backbone's place, then the head."""
+    return SentenceTransformer(modules=[CachedEmbeddings(str(encoded.table_path), str(encoded.texts_path)), *head],
+                               prompts=dict(base.prompts), default_prompt_name=base.default_prompt_name,
+                               similarity_fn_name="euclidean", device="cpu")
+
+
+def assemble(base: SentenceTransformer, trained: SentenceTransformer) -> SentenceTransformer:
+    """The released model: the base's own modules (as they encoded the cache), then the trained head."""
+    head = [module for module in trained if not isinstance(module, CachedEmbeddings)]
+    stack = SentenceTransformer(modules=[*base, *head], prompts=dict(base.prompts),
+                                default_prompt_name=base.default_prompt_name, similarity_fn_name="euclidean",
+                                device=str(base.device))
+    stack.max_seq_length = base.max_seq_length
+    return stack
