@@ -1,28 +1,7 @@
-"""Fine-tune an embedder to N(0, I) with LeJEPA (Euclidean MNRL + SIGReg).
+"""Fine-tune an embedder to N(0, I): ``python train.py --config recipes/quickstart.yaml`` (also installed as
+``ragcun-train``; ``accelerate launch train.py ...`` for several processes). The code is ragcun.training.cli."""
 
-    python train.py --config recipes/quickstart.yaml [--any_option value ...]
-    accelerate launch --num_processes 2 train.py --config recipes/quickstart.yaml
-
-Every SentenceTransformerTrainingArguments field and every ragcun option is a recipe key and a flag;
-`python train.py --help` lists them all.
-"""
-
-from __future__ import annotations
-
-import sys
-
-from ragcun.training.recipe import parse_recipe
-from ragcun.training.run import prepare_run, run_training
-
-
-def main(argv: list[str] | None = None) -> None:
-    try:
-        recipe = parse_recipe(argv)
-        prepared = prepare_run(recipe)  # every input check, before any model is loaded
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"train.py: error: {error}")
-    run_training(recipe, prepared)
-
+from ragcun.training.cli import main
 
 if __name__ == "__main__":
     main()

@@ -33,11 +33,11 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Dense
 from torch import nn
 
-from ragcun.training import head as head_training
 from ragcun.encoding.cache import DEFAULT_CACHE_DIR
 from ragcun.encoding.memoized_base import head_of
 from ragcun.isotropy import isotropy_report
 from ragcun.model import load_base
+from ragcun.training import head as head_training
 from ragcun.training.recipe import parse_recipe
 from ragcun.training.run import prepare_run
 

@@ -3,7 +3,7 @@
 A gap of a point or two between two fine-tunes on 300 queries can be noise. This scores every system on
 the same queries (the embeddings ``evaluate.py`` cached, found under the same ``NAME``, cap and precision,
 or encoded now), then reports each one's mean difference from the first system with a paired-bootstrap
-95% interval and a sign-flip p-value (``ragcun.evaluation.metrics.paired_difference``).
+95% interval and a sign-flip p-value (``ragcun.evaluation.stats.paired_difference``).
 
     python benchmarks/paired_ndcg.py --data ../shared/data/scifact --max-seq-length 256 \\
         --system minilm-lambda-0.01=output/minilm-sweep/lambda-0.01/final \\
@@ -15,10 +15,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ragcun.evaluation import metrics as evaluation
-from ragcun.evaluation.beir import load_beir
 from ragcun.encoding.precision import PRECISIONS
+from ragcun.evaluation.beir import load_beir
+from ragcun.evaluation.metrics import ndcg_per_query, rank
 from ragcun.evaluation.reports import embedding_key, encode_dataset, load_for_evaluation, model_similarity
+from ragcun.evaluation.stats import paired_difference
 
 
 def main() -> None:
@@ -45,8 +46,8 @@ def main() -> None:
     for name, path in systems:
         model = load_for_evaluation(path, args.max_seq_length, args.precision)
         queries, documents = encode_dataset(model, embedding_key(path, name, args.precision), split, args.cache_dir, 32)
-        ranking = evaluation.rank(queries, documents, model_similarity(model), depth=100)
-        scores[name] = evaluation.ndcg_per_query(ranking, split)
+        ranking = rank(queries, documents, model_similarity(model), depth=100)
+        scores[name] = ndcg_per_query(ranking, split)
     reference = systems[0][0]
     print(f"{args.data.name} {args.split}: {len(split.query_ids)} queries; nDCG@10, difference from {reference} "
           f"(paired bootstrap 95% interval, sign-flip p over {args.resamples} resamples)")
@@ -55,7 +56,7 @@ def main() -> None:
         if name == reference:
             print(f"{name:<28}{mean:>8.4f}")
             continue
-        diff = evaluation.paired_difference(scores[reference], scores[name], resamples=args.resamples)
+        diff = paired_difference(scores[reference], scores[name], resamples=args.resamples)
         print(f"{name:<28}{mean:>8.4f}  {diff.mean:+.4f}  [{diff.low:+.4f}, {diff.high:+.4f}]  p={diff.p_value:.3f}")
 
 

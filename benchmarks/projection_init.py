@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ragcun.encoding.cache import encode_cached
 from ragcun.evaluation import metrics as evaluation
 from ragcun.evaluation.beir import load_beir
-from ragcun.encoding.cache import encode_cached
 
 
 def training_sample(train_dir: Path, size: int, seed: int) -> tuple[list[str], list[str]]:

@@ -30,12 +30,19 @@ from pathlib import Path
 
 import numpy as np
 
+from ragcun.encoding.cache import DEFAULT_CACHE_DIR
 from ragcun.evaluation import metrics as evaluation
 from ragcun.evaluation.beir import BeirSplit, load_beir
-from ragcun.encoding.cache import DEFAULT_CACHE_DIR
+from ragcun.evaluation.reports import (
+    embedding_key,
+    encode_dataset,
+    load_for_evaluation,
+    memoized_base,
+    model_similarity,
+    relevance_threshold,
+    with_memoized_base,
+)
 from ragcun.io import atomic_write_text
-from ragcun.evaluation.reports import (embedding_key, encode_dataset, load_for_evaluation, memoized_base, model_similarity,
-                            relevance_threshold, with_memoized_base)
 
 FIXED_INT8_SCALE = 32.0  # int8 steps per standard deviation of N(0, 1): ±127 covers ±3.97σ
 RERANK_FACTORS = (1, 4, 10)

@@ -48,7 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from ragcun.retrieval.retriever import GaussianRetriever, _import_faiss  # noqa: E402
+from ragcun.retrieval import GaussianRetriever  # noqa: E402
+from ragcun.retrieval.config import _import_faiss  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 QUERY_CORRELATION = 0.6  # corr(q, x_i) of the noisy-copy queries

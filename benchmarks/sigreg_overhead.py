@@ -26,8 +26,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from ragcun import LeJEPALoss, SIGReg, build_model  # noqa: E402
-from ragcun.model import load_base  # noqa: E402
 from ragcun.losses import EuclideanMNRLoss  # noqa: E402
+from ragcun.model import load_base  # noqa: E402
 
 
 def load_triplets(path: Path, batch_size: int) -> list[list[str]]:

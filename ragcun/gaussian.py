@@ -3,7 +3,7 @@
 A hit's p-value is the probability that a document unrelated to the query would be at least as close. Two nulls:
 
 - **global**: query and document independent N(0, I_D), as a ragcun model's embeddings of all text should be. Then
-  q − d ~ N(0, 2I) and ‖q − d‖²/2 ~ χ²_D.
+  q − d ~ N(0, 2I) and ‖q − d‖²/2 ~ χ²_D (and a single embedding's norm ‖z‖ ~ χ_D: :func:`chi_moments`).
 - **corpus**: a document drawn from *this* corpus, independent of the query. One corpus is one domain, and a domain
   is a sub-population: if all text were N(0, I), one domain's documents would still sit off-centre with a smaller
   spread (law of total covariance), so under the global null nearly every in-domain pair looks "closer than
@@ -23,9 +23,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from scipy.stats import chi2, ncx2
+from scipy.stats import chi, chi2, ncx2
 
-__all__ = ["CALIBRATIONS", "CorpusNull", "distance_pvalue"]
+__all__ = ["CALIBRATIONS", "CorpusNull", "chi_moments", "distance_pvalue"]
 
 CALIBRATIONS: tuple[str, ...] = ("corpus", "global")
 # Fewer documents than this and the corpus null is not used (the global one is, with a warning). The mean's error
@@ -42,6 +42,16 @@ def distance_pvalue(distance: float | np.ndarray, dim: int) -> float | np.ndarra
     """
     value = chi2.cdf(np.square(np.asarray(distance, dtype=np.float64)) / 2.0, df=dim)
     return float(value) if np.ndim(value) == 0 else value
+
+
+def chi_moments(dim: int) -> tuple[float, float]:
+    """Mean and standard deviation of ‖z‖ for z ~ N(0, I_dim) (the χ distribution): the target of embedding norms.
+
+    scipy's χ mean goes through the Pochhammer symbol Γ(D/2 + 1/2)/Γ(D/2), which neither overflows nor loses the
+    variance D − mean² to cancellation at large D; a negative rounding residue is clamped to 0.
+    """
+    mean, variance = chi.stats(dim, moments="mv")
+    return float(mean), float(np.sqrt(max(float(variance), 0.0)))
 
 
 class CorpusNull:

@@ -2,8 +2,10 @@
 
 ragcun trains embedders whose raw (un-normalised) outputs should follow N(0, I_D).
 The training monitor and the evaluation scripts both need to answer "are we
-there yet?" with the same numbers, so the statistics live here, in plain numpy,
-with no dependency on the training loss code.
+there yet?" with the same numbers, so the statistics live here, in float64 numpy;
+the one exception, the sliced Epps–Pulley figure ``sigreg``, is the training
+loss's own statistic (:class:`ragcun.losses.epps_pulley.EppsPulley`, run on
+float64 CPU tensors), so the monitor reports exactly what the loss measures.
 
 Raw figures mean little on their own: even perfect N(0, I) samples have a
 covariance that differs from I, by an amount that shrinks with N (300 samples in
@@ -22,9 +24,25 @@ import math
 from typing import Any, ContextManager
 
 import numpy as np
-from scipy.special import gammaln
+import torch
 
-__all__ = ["isotropy_report"]
+from ragcun.gaussian import chi_moments
+from ragcun.losses.epps_pulley import EppsPulley
+
+__all__ = ["ISOTROPY_FIGURES", "isotropy_figures", "isotropy_report"]
+
+# Every figure of isotropy_report, in the order it returns them: the one list that tables, logs and summaries
+# pick their columns from (by name, through isotropy_figures).
+ISOTROPY_FIGURES: tuple[str, ...] = (
+    "n_samples", "dim",
+    "mean_norm", "mean_norm_excess",
+    "variance_mean", "variance_std", "variance_min", "variance_max",
+    "norm_mean", "norm_std", "expected_norm_mean", "expected_norm_std",
+    "cov_identity_fro", "cov_identity_fro_floor", "cov_floor_ratio",
+    "mean_abs_offdiag_corr", "mean_abs_offdiag_corr_floor", "offdiag_corr_excess",
+    "effective_rank", "isoscore", "sigreg",
+    "mean_ok", "cov_ok", "corr_ok", "variance_ok", "is_isotropic",
+)  # fmt: skip
 
 # How many standard deviations of sampling noise the mean and variance criteria allow on top of their thresholds: a
 # perfect N(0, I) sample fails one with probability of order 1e-3, while a mean offset of norm 1 or variances spread
@@ -36,9 +54,9 @@ SAMPLING_Z = 3.0
 EP_KNOTS = 17
 EP_T_MAX = 3.0
 
-# Bound on the number of projected values held at once while computing SIGReg
-# (each becomes a complex128, so this is ~32 MB per array).
-_SIGREG_CHUNK_ELEMENTS = 2_000_000
+# Bound on the number of projected values held at once while computing SIGReg: each becomes EP_KNOTS float64
+# angles plus their cosines and sines (~50 MB at this size).
+_SIGREG_CHUNK_ELEMENTS = 120_000
 
 
 def _single_blas_thread() -> ContextManager[object]:
@@ -123,61 +141,32 @@ def _validate_thresholds(
     return low, high
 
 
-def _expected_chi_moments(dim: int) -> tuple[float, float]:
-    """Mean and std of ‖z‖ for z ~ N(0, I_dim) (the chi distribution), the target for embedding norms.
-
-    Uses gammaln because the Gamma functions themselves overflow for D above ~340.
-    """
-    mean = math.sqrt(2.0) * math.exp(gammaln((dim + 1) / 2.0) - gammaln(dim / 2.0))
-    # E‖z‖² = D exactly; clamp tiny negative rounding for large D.
-    std = math.sqrt(max(dim - mean * mean, 0.0))
-    return mean, std
-
-
-def _epps_pulley_numpy(
-    projections: np.ndarray, knots: int = EP_KNOTS, t_max: float = EP_T_MAX
-) -> np.ndarray:
-    """Epps–Pulley statistic of each column of ``projections`` (shape (N,) or (N, S)) against N(0, 1).
-
-    T = N · ∫ |φ̂(t) − e^{−t²/2}|² e^{−t²/2} dt over the real line, approximated by the
-    trapezoid rule on ``knots`` evenly spaced points in [0, t_max], doubled (even integrand).
-    Returns a scalar array for 1-D input, otherwise one value per column.
-    """
-    x = np.asarray(projections, dtype=np.float64)
-    n = x.shape[0]
-    t = np.linspace(0.0, t_max, knots)
-    step = t[1] - t[0]
-    weights = np.full(knots, step)
-    weights[[0, -1]] *= 0.5
-    target = np.exp(-0.5 * t * t)  # N(0, 1) characteristic function, also the weight function
-
-    # Knots are evenly spaced, so e^{i t_k x} = (e^{i h x})^k: one cos/sin evaluation plus
-    # cheap complex multiplies instead of `knots` trig evaluations per value.
-    base = np.exp(1j * step * x)
-    power = np.ones_like(base)
-    integral = np.zeros(x.shape[1:], dtype=np.float64)
-    for k in range(knots):
-        if k:
-            power *= base
-        ecf = power.mean(axis=0)
-        sq_err = (ecf.real - target[k]) ** 2 + ecf.imag**2
-        integral += weights[k] * target[k] * sq_err
-    return n * 2.0 * integral
+def isotropy_figures(*names: str, among: tuple[str, ...] = ISOTROPY_FIGURES) -> tuple[str, ...]:
+    """``names`` (in the order given), each checked to be one of ``among`` (by default every figure of
+    :func:`isotropy_report`): a table or log that keeps a subset names it through here, so renaming a figure fails
+    at import instead of silently dropping a column."""
+    unknown = [name for name in names if name not in among]
+    if unknown:
+        raise KeyError(f"{unknown} are not among the isotropy figures {list(among)}.")
+    return names
 
 
-def _sigreg_numpy(x: np.ndarray, slices: int, seed: int) -> float:
+def _sliced_epps_pulley(x: np.ndarray, slices: int, seed: int) -> float:
     """Sliced Epps–Pulley statistic: mean over random unit directions of T for the projected, uncentred data.
 
-    Uncentred on purpose: a mean offset is a departure from N(0, I) that it must detect.
+    Uncentred on purpose: a mean offset is a departure from N(0, I) that it must detect. The directions come from
+    numpy's generator seeded with ``seed`` (the report's own seed, independent of the training loss's stream).
     """
     n_samples, dim = x.shape
     directions = np.random.default_rng(seed).standard_normal((slices, dim))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    statistic = EppsPulley(num_knots=EP_KNOTS, t_max=EP_T_MAX)
     chunk = max(1, _SIGREG_CHUNK_ELEMENTS // n_samples)
     total = 0.0
-    for start in range(0, slices, chunk):
-        projections = x @ directions[start : start + chunk].T  # (N, chunk)
-        total += float(_epps_pulley_numpy(projections).sum())
+    with torch.no_grad():
+        for start in range(0, slices, chunk):
+            projections = torch.from_numpy(x @ directions[start : start + chunk].T)  # (N, chunk), float64
+            total += float(statistic(projections).sum())
     return total / slices
 
 
@@ -277,7 +266,7 @@ def isotropy_report(
     variances = np.diag(cov).copy()
 
     norms = np.linalg.norm(x, axis=1)
-    expected_norm_mean, expected_norm_std = _expected_chi_moments(dim)
+    expected_norm_mean, expected_norm_std = chi_moments(dim)
 
     cov_identity_fro = float(np.linalg.norm(cov - np.eye(dim)))
     cov_floor = math.sqrt(dim * (dim + 1) / (n_samples - 1))
@@ -315,7 +304,7 @@ def isotropy_report(
         effective_rank = 0.0  # constant embeddings span nothing
     isoscore = _isoscore_from_variances(eigenvalues)
 
-    sigreg = _sigreg_numpy(x, int(sigreg_slices), seed)
+    sigreg = _sliced_epps_pulley(x, int(sigreg_slices), seed)
 
     mean_norm = float(np.linalg.norm(mean))
     # the sample mean of N draws with covariance C: E‖m‖² = ‖μ‖² + tr(C)/N, sd(‖m‖²) = sqrt(2 tr(C²))/N at μ = 0

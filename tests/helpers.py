@@ -10,7 +10,6 @@ from pathlib import Path
 
 import yaml
 
-
 TOPICS = {
     "astronomy": ["planets orbit the sun", "a comet has an icy tail", "the moon reflects sunlight"],
     "cooking": ["bread needs yeast to rise", "boil pasta in salted water", "sear the steak in a hot pan"],

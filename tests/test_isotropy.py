@@ -11,7 +11,9 @@ import torch
 from scipy.integrate import quad
 
 import ragcun.isotropy as iso
-from ragcun.isotropy import _epps_pulley_numpy, _expected_chi_moments, isotropy_report
+from ragcun.gaussian import chi_moments
+from ragcun.isotropy import ISOTROPY_FIGURES, isotropy_figures, isotropy_report
+from ragcun.losses.epps_pulley import EppsPulley
 
 N, D = 4000, 64
 
@@ -55,6 +57,7 @@ def _random_rotation(rng: np.random.Generator, dim: int) -> np.ndarray:
 
 def test_report_keys_and_plain_json_types(gaussian_report: dict) -> None:
     assert set(gaussian_report) == EXPECTED_KEYS
+    assert tuple(gaussian_report) == ISOTROPY_FIGURES  # the canonical list, in the report's order
     for key, value in gaussian_report.items():
         assert type(value) in (int, float, bool), (key, type(value))
     json.dumps(gaussian_report)  # must not raise
@@ -146,14 +149,22 @@ def test_isoscore_k_equal_dimensions(k: int) -> None:
     assert r["effective_rank"] == pytest.approx(k, rel=1e-8)
 
 
+def test_subsets_of_figures_are_checked_by_name() -> None:
+    assert isotropy_figures("sigreg", "mean_norm") == ("sigreg", "mean_norm")  # the order given, not the report's
+    with pytest.raises(KeyError, match="mean_nrom"):
+        isotropy_figures("mean_norm", "mean_nrom")
+    with pytest.raises(KeyError, match="isoscore"):
+        isotropy_figures("isoscore", among=("mean_norm", "sigreg"))
+
+
 def test_expected_norm_moments() -> None:
-    mean, std = _expected_chi_moments(1)  # |z| for z ~ N(0, 1): half-normal
+    mean, std = chi_moments(1)  # |z| for z ~ N(0, 1): half-normal
     assert mean == pytest.approx(math.sqrt(2 / math.pi), rel=1e-12)
     assert std == pytest.approx(math.sqrt(1 - 2 / math.pi), rel=1e-12)
-    mean, std = _expected_chi_moments(2)  # Rayleigh(1)
+    mean, std = chi_moments(2)  # Rayleigh(1)
     assert mean == pytest.approx(math.sqrt(math.pi / 2), rel=1e-12)
     for dim in (768, 100_000):  # large-D expansion sqrt(D − 1/2 + 1/(8D)), std → sqrt(1/2)
-        mean, std = _expected_chi_moments(dim)
+        mean, std = chi_moments(dim)
         assert mean == pytest.approx(math.sqrt(dim - 0.5), rel=1e-6)
         assert std == pytest.approx(math.sqrt(0.5), rel=1e-3)
     r = isotropy_report(np.random.default_rng(4).standard_normal((50, 1)), sigreg_slices=4)
@@ -182,18 +193,16 @@ def _epps_pulley_quad(sample: np.ndarray, t_max: float = 3.0) -> float:
     ids=["normal", "shifted", "exponential"],
 )
 def test_epps_pulley_matches_quadrature(sample: np.ndarray) -> None:
+    # With D = 1 every random unit direction is ±1 and T(−x) = T(x): sigreg is the 1-D statistic of the sample.
+    got = isotropy_report(sample[:, None], sigreg_slices=3)["sigreg"]
     expected = _epps_pulley_quad(sample)
-    got = float(_epps_pulley_numpy(sample, 17, 3.0))
     # 17-knot trapezoid vs adaptive quadrature; a missing ×N or ×2 would be off by 100%+.
     assert got == pytest.approx(expected, rel=1e-2)
-    # Exactly the 17-knot trapezoid rule (the complex-power recurrence must not drift).
+    # Exactly the 17-knot trapezoid rule (up to the float32 quadrature weights the loss module keeps).
     t = np.linspace(0.0, 3.0, 17)
     ecf = np.exp(1j * np.outer(t, sample)).mean(axis=1)
     integrand = np.abs(ecf - np.exp(-t * t / 2)) ** 2 * np.exp(-t * t / 2)
-    assert got == pytest.approx(sample.size * 2 * np.trapezoid(integrand, t), rel=1e-10)
-    # The 2-D (N, S) path gives the same per-column values as the 1-D path.
-    both = _epps_pulley_numpy(np.stack([sample, -sample], axis=1), 17, 3.0)
-    np.testing.assert_allclose(both, [got, got], rtol=1e-12)
+    assert got == pytest.approx(sample.size * 2 * np.trapezoid(integrand, t), rel=1e-6)
 
 
 def test_sigreg_is_mean_epps_pulley_of_uncentred_projections() -> None:
@@ -201,20 +210,18 @@ def test_sigreg_is_mean_epps_pulley_of_uncentred_projections() -> None:
     # the 1-D statistic of the raw (uncentred) column whatever the random draw.
     x = np.random.default_rng(8).standard_normal((300, 1)) + 0.7
     r = isotropy_report(x, sigreg_slices=5)
-    assert r["sigreg"] == pytest.approx(float(_epps_pulley_numpy(x[:, 0])), rel=1e-10)
-    assert r["sigreg"] != pytest.approx(float(_epps_pulley_numpy(x[:, 0] - x.mean())), rel=1e-2)
+    statistic = EppsPulley(num_knots=17, t_max=3.0)
+    assert r["sigreg"] == pytest.approx(float(statistic(torch.from_numpy(x[:, 0]))), rel=1e-10)
+    assert r["sigreg"] != pytest.approx(float(statistic(torch.from_numpy(x[:, 0] - x.mean()))), rel=1e-2)
 
 
-def test_sigreg_chunking_and_seed() -> None:
+def test_sigreg_chunking_and_seed(monkeypatch: pytest.MonkeyPatch) -> None:
     x = np.random.default_rng(9).standard_normal((4000, 8)) * 1.3
-    whole = iso._sigreg_numpy(x, 37, seed=1)
-    chunk_elements, iso._SIGREG_CHUNK_ELEMENTS = iso._SIGREG_CHUNK_ELEMENTS, 4000 * 5
-    try:
-        chunked = iso._sigreg_numpy(x, 37, seed=1)  # 8 chunks, the last one partial
-    finally:
-        iso._SIGREG_CHUNK_ELEMENTS = chunk_elements
+    whole = isotropy_report(x, sigreg_slices=37, seed=1)["sigreg"]
+    monkeypatch.setattr(iso, "_SIGREG_CHUNK_ELEMENTS", 4000 * 5)
+    chunked = isotropy_report(x, sigreg_slices=37, seed=1)["sigreg"]  # 8 chunks, the last one partial
     assert chunked == pytest.approx(whole, rel=1e-12)
-    assert iso._sigreg_numpy(x, 37, seed=2) != pytest.approx(whole, rel=1e-6)
+    assert isotropy_report(x, sigreg_slices=37, seed=2)["sigreg"] != pytest.approx(whole, rel=1e-6)
 
 
 # --- input handling --------------------------------------------------------------------------

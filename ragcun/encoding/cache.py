@@ -19,18 +19,6 @@ from ragcun.io import atomic_write
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "ragcun" / "embeddings"
 
 
-def folder_fingerprint(model_name_or_path: str) -> str:
-    """Name plus, for a local folder, the size and mtime of its files: a retrained model gets new keys."""
-    path = Path(str(model_name_or_path)).expanduser()
-    if not path.is_dir():
-        return str(model_name_or_path)
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        stat = file.stat()
-        digest.update(f"{file.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return f"{path.name}@{digest.hexdigest()[:12]}"
-
-
 def cache_key(model_id: str, texts: list[str], prompt_name: str | None, max_seq_length: int) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps([model_id, prompt_name, max_seq_length]).encode())

@@ -20,7 +20,8 @@ import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules.input_module import InputModule
 
-from ragcun.encoding.cache import cache_key, folder_fingerprint
+from ragcun.encoding.cache import cache_key
+from ragcun.identity import folder_fingerprint
 from ragcun.io import atomic_write
 
 

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from ragcun.evaluation.metrics import ReliabilityCurve  # noqa: E402
+from ragcun.evaluation.calibration import ReliabilityCurve  # noqa: E402
 
 
 def _save(figure, path: Path) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,15 +18,19 @@ from pathlib import Path
 import numpy as np
 from sentence_transformers import SentenceTransformer
 
-from ragcun.evaluation import metrics as evaluation, plots
-from ragcun.evaluation.beir import BeirSplit, load_beir
-from ragcun.gaussian import CorpusNull
-from ragcun.encoding.cache import DEFAULT_CACHE_DIR, encode_cached, folder_fingerprint
-from ragcun.io import atomic_write_text
+from ragcun.encoding.cache import DEFAULT_CACHE_DIR, encode_cached
 from ragcun.encoding.memoized_base import MemoizedBase, head_of, memo_path, on_memoized_base
-from ragcun.isotropy import isotropy_report
-from ragcun.model import load_base
 from ragcun.encoding.precision import check_precision, precision_tag, set_encoding_precision
+from ragcun.evaluation import plots
+from ragcun.evaluation.beir import BeirSplit, load_beir
+from ragcun.evaluation.calibration import ReliabilityCurve, logistic_calibration, null_calibration
+from ragcun.evaluation.metrics import rank, relevance_labels, retrieval_metrics, separation
+from ragcun.evaluation.tables import markdown_table
+from ragcun.gaussian import CorpusNull
+from ragcun.identity import folder_fingerprint
+from ragcun.io import atomic_write_text, ensure_writable_folder
+from ragcun.isotropy import isotropy_figures, isotropy_report
+from ragcun.model import fit_projection, load_base
 
 
 @dataclass
@@ -44,12 +47,7 @@ class System:
 
 def check_output_dir(output_dir: Path) -> None:
     """Fail before any encoding if the reports could not be written."""
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".write-test-"):
-            pass
-    except OSError as error:
-        raise ValueError(f"Cannot write reports to {output_dir}: {error}. Choose a writable --output-dir.") from error
+    ensure_writable_folder(output_dir, "Reports folder", "Choose a writable --output-dir.")
 
 
 def relevance_threshold(split: BeirSplit) -> int:
@@ -66,16 +64,27 @@ def encode_dataset(model: SentenceTransformer, model_key: str, split: BeirSplit,
     return queries, documents
 
 
-def score_system(system: System, split: BeirSplit) -> evaluation.ReliabilityCurve:
+def score_system(system: System, split: BeirSplit) -> ReliabilityCurve:
     threshold = relevance_threshold(split)
-    ranking = evaluation.rank(system.queries, system.documents, system.similarity, depth=100)
-    labels = evaluation.relevance_labels(ranking, split, threshold)
-    system.metrics.update(evaluation.retrieval_metrics(ranking, split, threshold))
-    system.metrics.update(evaluation.separation(ranking, labels))
-    system.metrics.update(evaluation.null_calibration(system.queries, system.documents, ranking, labels, split))
-    calibration, curve = evaluation.logistic_calibration(ranking, labels)
+    ranking = rank(system.queries, system.documents, system.similarity, depth=100)
+    labels = relevance_labels(ranking, split, threshold)
+    system.metrics.update(retrieval_metrics(ranking, split, threshold))
+    system.metrics.update(separation(ranking, labels))
+    system.metrics.update(null_calibration(system.queries, system.documents, ranking, labels, split))
+    calibration, curve = logistic_calibration(ranking, labels)
     system.metrics.update(calibration)
     return curve
+
+
+def whitening(documents: np.ndarray, output_dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Post-hoc PCA whitening fitted on a corpus: what a user could do instead of training.
+
+    Returns (weight, bias) with ``x @ weight.T + bias`` ~ N(0, I) on that corpus. A corpus smaller
+    than the embedding width can only be whitened to ``len(documents) - 1`` dimensions.
+    """
+    dim = min(output_dim or documents.shape[1], len(documents) - 1)
+    weight, bias = fit_projection(documents, dim, "whiten")
+    return weight.numpy().astype(np.float64), bias.numpy().astype(np.float64)
 
 
 def load_for_evaluation(path: str, max_seq_length: int | None, precision: str) -> SentenceTransformer:
@@ -136,7 +145,7 @@ def evaluate_models(
     loaded = {name: with_memoized_base(load_for_evaluation(path, max_seq_length, precision), memo)
               for name, path in models.items()}
     systems: list[System] = []
-    curves: dict[str, evaluation.ReliabilityCurve] = {}
+    curves: dict[str, ReliabilityCurve] = {}
     for name, model in loaded.items():
         key = embedding_key(models[name], name, precision)
         similarity = model_similarity(model)
@@ -146,7 +155,7 @@ def evaluate_models(
                 memo.save_memo()
             variants = [System(name, dataset, similarity, queries, documents)]
             if whiten:
-                weight, bias = evaluation.whitening(documents, whiten_dim)
+                weight, bias = whitening(documents, whiten_dim)
                 label = f"{name} + whitening" + (f" {weight.shape[0]}-d" if whiten_dim else "")
                 variants.append(System(label, dataset, "euclidean", queries @ weight.T + bias, documents @ weight.T + bias))
             for system in variants:
@@ -158,9 +167,14 @@ def evaluate_models(
     return systems
 
 
-ISOTROPY_COLUMNS = ("mean_norm", "norm_mean", "expected_norm_mean", "variance_mean", "variance_min", "variance_max",
-                    "cov_identity_fro", "cov_identity_fro_floor", "cov_floor_ratio", "mean_abs_offdiag_corr",
-                    "mean_abs_offdiag_corr_floor", "effective_rank", "isoscore", "sigreg", "is_isotropic")
+ISOTROPY_COLUMNS = isotropy_figures(
+    "mean_norm", "norm_mean", "expected_norm_mean", "variance_mean", "variance_min", "variance_max", "cov_identity_fro",
+    "cov_identity_fro_floor", "cov_floor_ratio", "mean_abs_offdiag_corr", "mean_abs_offdiag_corr_floor",
+    "effective_rank", "isoscore", "sigreg", "is_isotropic")
+# The report's isotropy table: the figures a reader needs to judge each criterion, from the rows' columns.
+ISOTROPY_TABLE = isotropy_figures(
+    "mean_norm", "variance_mean", "variance_min", "variance_max", "cov_floor_ratio", "mean_abs_offdiag_corr",
+    "mean_abs_offdiag_corr_floor", "isoscore", "is_isotropic", among=ISOTROPY_COLUMNS)
 PERFORMANCE_COLUMNS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "separation_standardized", "separation_auc",
                        "separation_raw", "null_ks", "pvalue_precision", "pvalue_recall", "null_ks_corpus",
                        "pvalue_precision_corpus", "pvalue_recall_corpus", "ece", "brier")
@@ -209,7 +223,7 @@ def heldout_isotropy_row(name: str, model_path: str) -> dict | None:
     return None
 
 
-def write_reports(systems: list[System], curves: dict[str, evaluation.ReliabilityCurve], output_dir: Path,
+def write_reports(systems: list[System], curves: dict[str, ReliabilityCurve], output_dir: Path,
                   heldout_rows: list[dict] | None = None) -> None:
     isotropy_rows, performance_rows = [], []
     first_dataset = systems[0].dataset
@@ -235,15 +249,6 @@ def write_reports(systems: list[System], curves: dict[str, evaluation.Reliabilit
     atomic_write_text(output_dir / "report.md", render_markdown(isotropy_rows, performance_rows, first_dataset))
 
 
-def _table(rows: list[dict], columns: list[str]) -> str:
-    def cell(value) -> str:
-        return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def render_markdown(isotropy_rows: list[dict], performance_rows: list[dict], plotted_dataset: str) -> str:
     return f"""# Evaluation report
 
@@ -254,7 +259,7 @@ one) and its own query/document prompts, by exact search over the whole corpus.
 Read: higher is better; nDCG@10 uses graded relevance, the others count grade >= 2 as relevant on
 TREC-style 0–3 qrels and grade >= 1 otherwise (pytrec_eval).
 
-{_table(performance_rows, ["model", "dataset", "similarity", "ndcg@10", "recall@10", "recall@100", "mrr@10"])}
+{markdown_table(performance_rows, ["model", "dataset", "similarity", "ndcg@10", "recall@10", "recall@100", "mrr@10"])}
 
 ![retrieval](rag_performance.png)
 
@@ -264,7 +269,7 @@ divided by the spread of the query's top-100 scores) and the AUC of relevant vs 
 the top 100: both are unit-free and comparable across models. The raw gap is in each similarity's
 own unit (cosine vs L2 distance) and is **not** comparable across similarities.
 
-{_table(performance_rows, ["model", "dataset", "separation_standardized", "separation_auc", "separation_raw"])}
+{markdown_table(performance_rows, ["model", "dataset", "separation_standardized", "separation_auc", "separation_raw"])}
 
 ## Calibration
 Read: `null_ks` is how far random non-relevant pairs are from the global null of N(0, I) embeddings
@@ -275,7 +280,7 @@ threshold p < 0.01 ("closer than chance") retrieves among the top-100 candidates
 logistic P(relevant | score) fitted on half of the queries and tested on the other half (lower is
 better; the same under either null); see the reliability diagram.
 
-{_table(performance_rows, ["model", "dataset", "null_ks", "pvalue_precision", "pvalue_recall", "null_ks_corpus", "pvalue_precision_corpus", "pvalue_recall_corpus", "ece", "brier"])}
+{markdown_table(performance_rows, ["model", "dataset", "null_ks", "pvalue_precision", "pvalue_recall", "null_ks_corpus", "pvalue_precision_corpus", "pvalue_recall_corpus", "ece", "brier"])}
 
 ![reliability](reliability.png)
 
@@ -288,7 +293,7 @@ the shape alone: one domain of an N(0, I) world is off-centre and narrower, but 
 The `{HELDOUT_DATASET}` rows, where a model folder has its training run beside it, are the training
 run's own held-out queries and documents. The figure shows {plotted_dataset}, raw.
 
-{_table(isotropy_rows, ["model", "dataset", "view", "mean_norm", "variance_mean", "variance_min", "variance_max", "cov_floor_ratio", "mean_abs_offdiag_corr", "mean_abs_offdiag_corr_floor", "isoscore", "is_isotropic"])}
+{markdown_table(isotropy_rows, ["model", "dataset", "view", *ISOTROPY_TABLE])}
 
 ![isotropy](isotropy_comparison.png)
 """

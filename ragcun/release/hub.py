@@ -14,7 +14,6 @@ no ragcun. The user's model folder is never modified.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from ragcun.io import atomic_write_text
+from ragcun.io import atomic_write_text, write_folder_atomically
 from ragcun.release.model_card import CardOptions, render_model_card
 
 RUN_FILES = ("recipe.yaml", "training_summary.json")
@@ -101,12 +100,7 @@ def build_release(model_dir: str | Path, options: CardOptions, output_dir: str |
         raise ValueError(f"Release folder {output_dir} would overwrite the model itself. Choose another --output.")
     card = render_model_card(model_dir, options)  # fails on bad reports before anything is written
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0700 would make the release private to its creator
-    try:
+    def fill(staging: Path) -> None:
         _copy_model(model_dir, staging)
         for folder in (model_dir, model_dir.parent):
             for name in RUN_FILES:
@@ -115,12 +109,8 @@ def build_release(model_dir: str | Path, options: CardOptions, output_dir: str |
         if options.eval_dir:
             _copy_reports(Path(options.eval_dir), staging / "evaluation")
         atomic_write_text(staging / "README.md", card)
-        if output_dir.exists():
-            output_dir.rmdir()  # empty, checked above
-        os.replace(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    write_folder_atomically(output_dir, fill)
     return Release(output_dir, card)
 
 
@@ -140,7 +130,7 @@ def push(model_dir: str | Path, options: CardOptions, private: bool = False, rev
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ragcun.release.hub", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="ragcun-hub", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("release", "write the repository folder locally (read the card before pushing)"),
                             ("push", "build the repository folder and upload it to the Hub")):

@@ -26,6 +26,8 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard
 from sentence_transformers import SentenceTransformer
 
+from ragcun.evaluation import tables
+from ragcun.isotropy import isotropy_figures
 from ragcun.training.head import BACKBONE_KEYS
 
 ST_PLACEHOLDER_ID = "sentence_transformers_model_id"  # what sentence-transformers writes when no model_id is set
@@ -46,10 +48,12 @@ MSMARCO_CITATION = """@article{bajaj2016msmarco,
     year={2016}
 }"""
 
-ISOTROPY_COLUMNS = [("model", "model"), ("dataset", "dataset"), ("view", "view"), ("mean_norm", "‖mean‖"),
-                    ("variance_mean", "variance"), ("cov_floor_ratio", "‖Cov−I‖/floor"),
-                    ("mean_abs_offdiag_corr", "mean abs corr"), ("effective_rank", "eff. rank"), ("sigreg", "SIGReg"),
-                    ("is_isotropic", "is_isotropic")]
+_ISOTROPY_TITLES = {"mean_norm": "‖mean‖", "variance_mean": "variance", "cov_floor_ratio": "‖Cov−I‖/floor",
+                    "mean_abs_offdiag_corr": "mean abs corr", "effective_rank": "eff. rank", "sigreg": "SIGReg",
+                    "is_isotropic": "is_isotropic"}
+ISOTROPY_COLUMNS = [("model", "model"), ("dataset", "dataset"), ("view", "view"),
+                    *((key, _ISOTROPY_TITLES[key]) for key in isotropy_figures(*_ISOTROPY_TITLES))]
+TEXT_COLUMNS = frozenset({"model", "dataset", "similarity", "task", "split"})
 RETRIEVAL_COLUMNS = [("model", "model"), ("dataset", "dataset"), ("similarity", "similarity"),
                      ("ndcg@10", "nDCG@10"), ("recall@10", "R@10"), ("mrr@10", "MRR@10"),
                      ("separation_standardized", "separation"), ("separation_auc", "AUC"),
@@ -148,16 +152,9 @@ def _format(value: Any) -> str:
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], bold_model: str | None = None) -> str:
-    header = "| " + " | ".join(title for _, title in columns) + " |"
-    rule = "|" + "|".join(":--" if key in ("model", "dataset", "similarity", "task", "split") else "--:"
-                          for key, _ in columns) + "|"
-    lines = [header, rule]
-    for row in rows:
-        cells = [_format(row.get(key)) for key, _ in columns]
-        if bold_model is not None and row.get("model") == bold_model:
-            cells[0] = f"**{cells[0]}**"
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    """A card table: :func:`ragcun.evaluation.tables.markdown_table` with the card's number format, names left and
+    numbers right."""
+    return tables.markdown_table(rows, columns, cell=_format, left_aligned=TEXT_COLUMNS, bold_model=bold_model)
 
 
 def find_run_files(model_dir: Path) -> tuple[dict | None, dict | None]:

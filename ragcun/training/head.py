@@ -25,8 +25,9 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Dense
 from torch import nn
 
+from ragcun.encoding.cache import cache_key, encode_cached, encode_shards
 from ragcun.encoding.cached_input import CachedEmbeddings
-from ragcun.encoding.cache import cache_key, encode_cached, encode_shards, folder_fingerprint
+from ragcun.identity import folder_fingerprint
 from ragcun.io import atomic_write, atomic_write_text
 from ragcun.model import fit_projection
 

@@ -12,35 +12,23 @@ from typing import Any
 
 import numpy as np
 import torch
-from sentence_transformers import SentenceTransformer
-from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ragcun.io import atomic_write
-from ragcun.isotropy import isotropy_report
+from ragcun.isotropy import isotropy_figures, isotropy_report
 from ragcun.losses import SIGReg
 
 logger = logging.getLogger(__name__)
 
-LOGGED_ISOTROPY = (
-    "mean_norm",
-    "mean_norm_excess",
-    "norm_mean",
-    "expected_norm_mean",
-    "variance_mean",
-    "variance_min",
-    "variance_max",
-    "cov_identity_fro",
-    "cov_identity_fro_floor",
-    "cov_floor_ratio",
-    "mean_abs_offdiag_corr",
-    "mean_abs_offdiag_corr_floor",
-    "offdiag_corr_excess",
-    "sigreg",
-    "is_isotropic",
+LOGGED_ISOTROPY = isotropy_figures(
+    "mean_norm", "mean_norm_excess", "norm_mean", "expected_norm_mean", "variance_mean", "variance_min", "variance_max",
+    "cov_identity_fro", "cov_identity_fro_floor", "cov_floor_ratio", "mean_abs_offdiag_corr",
+    "mean_abs_offdiag_corr_floor", "offdiag_corr_excess", "sigreg", "is_isotropic",
 )
 
 

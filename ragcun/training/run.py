@@ -11,7 +11,6 @@ import dataclasses
 import enum
 import json
 import logging
-import os
 import random
 import shutil
 import time
@@ -24,20 +23,24 @@ import torch
 import yaml
 from datasets import Dataset, load_from_disk
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from ragcun.training import head as head_training
-from ragcun.training.data import DataSource, load_training_data, validate_sources
-from ragcun.io import atomic_write_text
-from ragcun.training.hard_negatives import mine_missing_negatives
+from ragcun.io import atomic_write_text, write_folder_atomically
+from ragcun.isotropy import isotropy_figures
 from ragcun.losses import CachedLeJEPALoss, LeJEPALoss, MNRLGORLoss
 from ragcun.model import build_model, freeze, load_base, resolve_base, unit_variance_scale
-from ragcun.training.monitor import IsotropyRetrievalEvaluator, SIGRegStepCallback
+from ragcun.training import head as head_training
+from ragcun.training.data import DataSource, load_training_data, validate_sources
+from ragcun.training.hard_negatives import mine_missing_negatives
+from ragcun.training.monitor import LOGGED_ISOTROPY, IsotropyRetrievalEvaluator, SIGRegStepCallback
 from ragcun.training.recipe import LossArguments, ModelArguments, Recipe
 
 logger = logging.getLogger(__name__)
-SUMMARY_FIGURES = ("mrr@10", "recall@10", "mean_norm", "mean_norm_excess", "variance_mean", "variance_min",
-                   "variance_max", "cov_identity_fro", "cov_identity_fro_floor", "mean_abs_offdiag_corr",
-                   "offdiag_corr_excess", "sigreg", "is_isotropic")
+# the held-out figures the summary prints, by name from those the monitor logs
+SUMMARY_FIGURES = ("mrr@10", "recall@10", *isotropy_figures(
+    "mean_norm", "mean_norm_excess", "variance_mean", "variance_min", "variance_max", "cov_identity_fro",
+    "cov_identity_fro_floor", "mean_abs_offdiag_corr", "offdiag_corr_excess", "sigreg", "is_isotropic",
+    among=LOGGED_ISOTROPY))
 
 
 def _plain(value: Any) -> Any:
@@ -63,9 +66,13 @@ def _is_complete_checkpoint(folder: Path) -> bool:
 
 
 def last_complete_checkpoint(output_dir: Path) -> str | None:
-    """The newest checkpoint-N in output_dir that was written to the end, skipping one cut off by a kill."""
-    folders = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    for folder in sorted(folders, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+    """The newest checkpoint-N in output_dir that was written to the end, skipping one cut off by a kill.
+
+    transformers' ``get_last_checkpoint`` picks the newest folder by name alone, so after a kill during a save it
+    would resume from the half-written one; this walks the same folders newest first and checks each."""
+    prefix = f"{PREFIX_CHECKPOINT_DIR}-"
+    folders = [p for p in output_dir.glob(f"{prefix}*") if p.is_dir() and p.name[len(prefix):].isdigit()]
+    for folder in sorted(folders, key=lambda p: int(p.name[len(prefix):]), reverse=True):
         if _is_complete_checkpoint(folder):
             return str(folder)
         logger.warning("Skipping %s: it was not written to the end (the run was likely killed while saving).", folder)
@@ -255,14 +262,7 @@ def _head_only_model(base: SentenceTransformer, base_path: str, recipe: Recipe, 
 
 def _save_model_atomically(model: SentenceTransformer, final_dir: Path) -> None:
     """Write beside, then swap: a crash mid-save leaves the previous final model intact."""
-    tmp, old = final_dir.with_name(f".{final_dir.name}.tmp"), final_dir.with_name(f".{final_dir.name}.old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save(str(tmp))
-    if final_dir.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final_dir, old)
-    os.replace(tmp, final_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    write_folder_atomically(final_dir, lambda staging: model.save(str(staging)))
 
 
 def run_training(recipe: Recipe, prepared: PreparedRun | None = None) -> dict[str, Any]:

@@ -5,20 +5,18 @@ import pytest
 from scipy import stats
 
 from ragcun.evaluation.beir import BeirSplit
+from ragcun.evaluation.calibration import expected_calibration_error, logistic_calibration, null_calibration
 from ragcun.evaluation.metrics import (
     Ranking,
-    chi2_pvalues,
-    expected_calibration_error,
-    logistic_calibration,
     ndcg_per_query,
-    null_calibration,
-    paired_difference,
     rank,
     relevance_labels,
     retrieval_metrics,
     separation,
     similarity_scores,
 )
+from ragcun.evaluation.stats import paired_difference
+from ragcun.gaussian import distance_pvalue
 
 
 def hand_split() -> BeirSplit:
@@ -114,13 +112,13 @@ def test_standardized_separation_is_unit_free() -> None:
     assert b["separation_auc"] == pytest.approx(a["separation_auc"])
 
 
-def test_chi2_pvalues_uniform_under_the_null() -> None:
+def test_global_null_pvalues_uniform_under_the_null() -> None:
     rng = np.random.default_rng(2)
     dim = 64
     q, d = rng.normal(size=(3000, dim)), rng.normal(size=(3000, dim))
-    p = chi2_pvalues(np.linalg.norm(q - d, axis=1), dim)
+    p = distance_pvalue(np.linalg.norm(q - d, axis=1), dim)
     assert stats.kstest(p, "uniform").pvalue > 0.01
-    assert chi2_pvalues(np.array([0.1]), dim)[0] < 1e-30  # a near-duplicate is "closer than chance"
+    assert distance_pvalue(np.array([0.1]), dim)[0] < 1e-30  # a near-duplicate is "closer than chance"
 
 
 def test_null_calibration_on_gaussian_embeddings() -> None:
@@ -181,3 +179,27 @@ def test_logistic_calibration_is_well_calibrated_on_logistic_data() -> None:
     base_rate = labels.mean()
     assert metrics["brier"] < base_rate * (1 - base_rate)  # better than always predicting the base rate
     assert curve.counts.sum() == labels[200:].size
+
+
+def test_paired_difference_is_seeded_and_exact_on_few_queries() -> None:
+    rng = np.random.default_rng(5)
+    a = {f"q{i}": float(v) for i, v in enumerate(rng.uniform(0, 1, 40))}
+    b = {q: v + float(rng.normal(0.02, 0.05)) for q, v in a.items()}
+    assert paired_difference(a, b, resamples=2000, seed=3) == paired_difference(a, b, resamples=2000, seed=3)
+    assert paired_difference(a, b, resamples=2000, seed=3) != paired_difference(a, b, resamples=2000, seed=4)
+    # two queries: all four sign patterns are enumerated; only the observed one reaches its mean on each side
+    two = paired_difference({"q1": 0.1, "q2": 0.2}, {"q1": 0.3, "q2": 0.25})
+    assert two.mean == pytest.approx(0.125) and two.p_value == pytest.approx(0.5)
+    assert two.low == pytest.approx(0.05) and two.high == pytest.approx(0.2)
+    one = paired_difference({"q1": 0.1}, {"q1": 0.4})
+    assert (one.mean, one.low, one.high, one.p_value, one.queries) == pytest.approx((0.3, 0.3, 0.3, 1.0, 1))
+
+
+def test_expected_calibration_error_is_the_binned_gap() -> None:
+    rng = np.random.default_rng(6)
+    probabilities = rng.uniform(size=2000)
+    outcomes = rng.uniform(size=2000) < probabilities**1.5
+    which = np.minimum((probabilities * 10).astype(int), 9)  # no probability lies on an edge here
+    expected = sum((which == k).mean() * abs(outcomes[which == k].mean() - probabilities[which == k].mean())
+                   for k in range(10))
+    assert expected_calibration_error(probabilities, outcomes) == pytest.approx(expected, rel=1e-12)

@@ -6,28 +6,25 @@ import json
 import os
 from pathlib import Path
 
+import mteb
 import numpy as np
 import pytest
+import pytrec_eval
+from scipy.stats import spearmanr
+from sentence_transformers import SentenceTransformer
 
-mteb = pytest.importorskip("mteb")
-pytrec_eval = pytest.importorskip("pytrec_eval")
-
-from scipy.stats import spearmanr  # noqa: E402
-from sentence_transformers import SentenceTransformer  # noqa: E402
-
-import ragcun  # noqa: E402
-from ragcun.evaluation.mteb import (  # noqa: E402
+import ragcun
+from ragcun.evaluation.mteb import (
     RagcunEncoderWrapper,
     beir_retrieval_task,
     mteb_model,
     result_path,
     run_mteb,
     sts_task,
-    weights_fingerprint,
 )
-
-from tests import helpers  # noqa: E402
-from tests.helpers import TOPICS  # noqa: E402
+from ragcun.identity import weights_revision
+from tests import helpers
+from tests.helpers import TOPICS
 
 # A tiny BEIR folder: one document per fact (every other one with a title), one query per topic fact.
 DOCS = {
@@ -186,10 +183,10 @@ def test_results_layout_name_revision_and_reuse(
 
 
 def test_default_revision_fingerprints_the_weights(euclid_model, cosine_model) -> None:
-    assert weights_fingerprint(euclid_model) == weights_fingerprint(euclid_model)
-    assert weights_fingerprint(euclid_model) != weights_fingerprint(cosine_model)
+    assert weights_revision(euclid_model) == weights_revision(euclid_model)
+    assert weights_revision(euclid_model) != weights_revision(cosine_model)
     wrapped = mteb_model(euclid_model, "ragcun/tiny-euclid")
-    assert wrapped.mteb_model_meta.revision == weights_fingerprint(euclid_model)
+    assert wrapped.mteb_model_meta.revision == weights_revision(euclid_model)
     assert wrapped.mteb_model_meta.name == "ragcun/tiny-euclid"
     with pytest.raises(ValueError, match="organization/model_name"):
         mteb_model(euclid_model, "no-organization")

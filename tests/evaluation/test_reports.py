@@ -29,9 +29,9 @@ def test_reports_for_two_models(two_models, tmp_path: Path) -> None:
     rows = list(csv.DictReader((out / "rag_performance_comparison.csv").open()))
     assert [(r["model"], r["similarity"]) for r in rows] == [
         ("ragcun", "euclidean"), ("ragcun + whitening", "euclidean"), ("base", "cosine"), ("base + whitening", "euclidean")]
-    for row in rows:
-        assert 0.0 <= float(row["ndcg@10"]) <= 1.0 and 0.0 <= float(row["separation_auc"]) <= 1.0
-    assert all(0.0 <= float(row["null_ks_corpus"]) <= 1.0 and row["pvalue_precision_corpus"] for row in rows)
+    for row in rows:  # one relevant document per query: 1/rank <= 1/log2(rank + 1) <= found in the top 10
+        assert float(row["mrr@10"]) <= float(row["ndcg@10"]) <= float(row["recall@10"]), row
+        assert float(row["null_ks_corpus"]) >= 0 and row["pvalue_precision_corpus"], row
     iso = list(csv.DictReader((out / "isotropy_comparison.csv").open()))
     assert [(r["model"], r["view"]) for r in iso] == [(r["model"], view) for r in rows for view in ("raw", "corpus-standardized")]
     assert "cov_identity_fro_floor" in iso[0]
@@ -94,7 +94,7 @@ def test_embeddings_are_encoded_once(two_models, tmp_path: Path, monkeypatch) ->
         ("unknown-qrels", "names ids that are not in the folder"),
         ("empty-corpus", "holds no documents"),
         ("no-model", "Could not load the base model"),
-        ("unwritable", "Cannot write reports"),
+        ("unwritable", "Reports folder .* is not a writable directory"),
     ],
 )
 def test_bad_input_is_refused_and_old_reports_survive(two_models, tmp_path: Path, case: str, message: str, capsys) -> None:

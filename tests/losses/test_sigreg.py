@@ -252,3 +252,27 @@ def test_horizon_below_the_dimension_is_refused() -> None:
     sigreg = SIGReg(num_slices=8, principal_horizon=4)
     with pytest.raises(ValueError, match="principal_horizon 4 is below the embedding dimension 8"):
         sigreg(gaussian(16, 8).requires_grad_())
+
+
+def test_sigreg_loss_regularizes_every_column_of_a_batch_together() -> None:
+    """SIGRegLoss (the stand-alone sentence-transformers loss) is SIGReg on all columns' embeddings at once."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense
+
+    from ragcun.losses import SIGRegLoss
+
+    class Lookup(torch.nn.Module):  # a model whose "tokenized" input is already the embedding
+        def forward(self, features: dict) -> dict:
+            return {**features, "sentence_embedding": features["x"]}
+
+    model = SentenceTransformer(modules=[Lookup(), Dense(16, 16, activation_function=torch.nn.Identity())])
+    anchors, positives = gaussian(64, 16, seed=1), gaussian(64, 16, seed=2) + 2.0
+    loss = SIGRegLoss(model, num_slices=32, seed=5, num_principal=0)
+    value = loss([{"x": anchors}, {"x": positives}], None)
+    with torch.no_grad():
+        both = torch.cat([model({"x": anchors})["sentence_embedding"], model({"x": positives})["sentence_embedding"]])
+    expected = SIGReg(num_slices=32, seed=5, num_principal=0)(both)
+    assert value.item() == pytest.approx(expected.item(), rel=1e-5)
+    value.backward()
+    assert model[1].linear.weight.grad is not None and model[1].linear.weight.grad.abs().sum() > 0
+    assert loss.get_config_dict()["num_slices"] == 32 and "lejepa" in loss.citation.lower()

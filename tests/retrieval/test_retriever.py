@@ -3,26 +3,28 @@ import os
 import sys
 from pathlib import Path
 
+import faiss  # noqa: F401  - a required dependency: without it this module fails loudly instead of skipping
 import numpy as np
 import pytest
 from scipy.stats import kstest
 
-import ragcun.retrieval.retriever as retriever_module
+import ragcun.retrieval.persistence as persistence_module
 from ragcun import build_model
-from ragcun.retrieval.retriever import GaussianRetriever, Hit, distance_pvalue, model_fingerprint
+from ragcun.gaussian import distance_pvalue
+from ragcun.identity import model_fingerprint
+from ragcun.retrieval import GaussianRetriever, Hit
+from ragcun.retrieval.config import _import_faiss
 
-HAS_FAISS = retriever_module._import_faiss() is not None
-needs_faiss = pytest.mark.skipif(not HAS_FAISS, reason="faiss is not installed")
-BACKENDS = [pytest.param("faiss", marks=needs_faiss), "numpy"]
+BACKENDS = ["faiss", "numpy"]
 # Every index type and backend the retriever supports, with settings small enough for tiny corpora.
 INDEXES = [
-    pytest.param({"index": "flat", "backend": "faiss"}, marks=needs_faiss, id="flat-faiss"),
+    pytest.param({"index": "flat", "backend": "faiss"}, id="flat-faiss"),
     pytest.param({"index": "flat", "backend": "numpy"}, id="flat-numpy"),
-    pytest.param({"index": "binary", "backend": "faiss"}, marks=needs_faiss, id="binary-faiss"),
+    pytest.param({"index": "binary", "backend": "faiss"}, id="binary-faiss"),
     pytest.param({"index": "binary", "backend": "numpy"}, id="binary-numpy"),
     pytest.param({"index": "binary", "backend": "numpy", "rerank_storage": "disk"}, id="binary-numpy-disk"),
-    pytest.param({"index": "ivf", "ivf_train_min": 200, "nprobe": 4}, marks=needs_faiss, id="ivf"),
-    pytest.param({"index": "hnsw"}, marks=needs_faiss, id="hnsw"),
+    pytest.param({"index": "ivf", "ivf_train_min": 200, "nprobe": 4}, id="ivf"),
+    pytest.param({"index": "hnsw"}, id="hnsw"),
 ]
 
 DOCUMENTS = [
@@ -109,7 +111,6 @@ def test_exact_search_matches_brute_force(backend: str) -> None:
     assert all(hits[i].document == f"doc {hits[i].id}" for hits in results for i in range(10))
 
 
-@needs_faiss
 @pytest.mark.parametrize("index", ["flat", "binary"])
 def test_faiss_and_numpy_backends_agree(index: str) -> None:
     corpus, queries = gaussian(1500, 48, 2), gaussian(40, 48, 3)
@@ -124,7 +125,6 @@ def test_faiss_and_numpy_backends_agree(index: str) -> None:
         assert [h.distance for h in faiss_hits] == [h.distance for h in numpy_hits]  # same float64 recomputation
 
 
-@needs_faiss
 def test_auto_backend_uses_faiss_and_distances_are_l2_not_squared() -> None:
     retriever = GaussianRetriever()
     assert retriever.backend == "faiss"
@@ -135,7 +135,7 @@ def test_auto_backend_uses_faiss_and_distances_are_l2_not_squared() -> None:
 
 def test_auto_backend_falls_back_to_numpy_when_faiss_is_missing(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` now raises ImportError
-    assert retriever_module._import_faiss() is None
+    assert _import_faiss() is None
     retriever = GaussianRetriever()
     assert retriever.backend == "numpy"
     corpus, queries = gaussian(300, 16, 4), gaussian(5, 16, 5)
@@ -298,7 +298,6 @@ def test_save_load_round_trip(options: dict, tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".index.*"))  # no temporary or old copies left behind
 
 
-@needs_faiss
 def test_ivf_trains_once_enough_vectors_and_survives_save(tmp_path: Path) -> None:
     corpus, queries = gaussian(600, 16, 13), gaussian(10, 16, 14)
     retriever = GaussianRetriever(index="ivf", ivf_train_min=500)
@@ -341,7 +340,6 @@ def test_loading_with_another_model_is_refused(model, tiny_base_dir, tmp_path: P
             GaussianRetriever.load(tmp_path / "saved", model=narrow, allow_model_mismatch=allow)
 
 
-@needs_faiss
 @pytest.mark.parametrize("crash_in", ["faiss.write_index", "_write_json", "_write_records"])
 def test_crash_during_save_leaves_the_previous_copy_loadable(crash_in: str, tmp_path: Path, monkeypatch) -> None:
     corpus, queries = gaussian(300, 16, 15), gaussian(5, 16, 16)
@@ -359,7 +357,7 @@ def test_crash_during_save_leaves_the_previous_copy_loadable(crash_in: str, tmp_
 
         monkeypatch.setattr(faiss, "write_index", crash)
     else:
-        monkeypatch.setattr(retriever_module, crash_in, crash)
+        monkeypatch.setattr(persistence_module, crash_in, crash)
     with pytest.raises(OSError, match="simulated"):
         retriever.save(tmp_path / "index")
     monkeypatch.undo()
@@ -384,7 +382,7 @@ def test_crash_between_renames_falls_back_to_the_old_copy(tmp_path: Path, monkey
             raise KeyboardInterrupt("power cut (simulated)")
         real_replace(source, destination)
 
-    monkeypatch.setattr(retriever_module.os, "replace", replace_then_die)
+    monkeypatch.setattr(os, "replace", replace_then_die)
     with pytest.raises(KeyboardInterrupt):
         retriever.save(tmp_path / "index")
     monkeypatch.undo()
@@ -404,7 +402,7 @@ def test_save_refuses_to_overwrite_a_foreign_folder(tmp_path: Path) -> None:
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
 
 
-@pytest.mark.parametrize("options", [pytest.param({"backend": "faiss"}, marks=needs_faiss), {"backend": "numpy"}])
+@pytest.mark.parametrize("options", [pytest.param({"backend": "faiss"}), {"backend": "numpy"}])
 def test_missing_or_corrupted_files_are_clear_errors(options: dict, tmp_path: Path) -> None:
     retriever = GaussianRetriever(**options)
     retriever.add_embeddings(gaussian(40, 8, 20), names(40))
@@ -658,7 +656,6 @@ def test_binary_with_vectors_on_disk_holds_only_codes_in_ram(tmp_path: Path) -> 
     assert not vector_file.exists()
 
 
-@needs_faiss
 @pytest.mark.parametrize(("options", "minimum"), [({"index": "ivf", "ivf_train_min": 1000}, 0.9), ({"index": "hnsw"}, 0.95)])
 def test_ivf_and_hnsw_recall(options: dict, minimum: float) -> None:
     corpus, queries = topic_corpus(topics=300, per_topic=10, dim=32, seed=30)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -176,6 +177,16 @@ def test_folder_of_files_prefers_the_split(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "test.jsonl", triplet_rows(2, "te"))
     train, _ = load_training_data([str(tmp_path)], shuffle=False)
     assert train["anchor"][:] == ["tr query 0", "tr query 1"]
+
+
+def test_rewritten_file_is_read_again(tmp_path: Path) -> None:
+    # same path, size and modification time: a cache keyed on those would give back the old rows
+    path = write_jsonl(tmp_path / "train.jsonl", triplet_rows(2, "a"))
+    stat = path.stat()
+    assert load_training_data([str(path)], shuffle=False)[0]["anchor"][:] == ["a query 0", "a query 1"]
+    write_jsonl(path, triplet_rows(2, "b"))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert load_training_data([str(path)], shuffle=False)[0]["anchor"][:] == ["b query 0", "b query 1"]
 
 
 def test_mixing_triplets_and_pairs_keeps_pairs_with_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
