@@ -31,44 +31,6 @@ def cache_key(model_id: str, texts: list[str], prompt_name: str | None, max_seq_
 SHARD_SIZE = 512  # texts per partial file: an interrupted encode resumes from the last finished shard
 
 
-def encode_shards(
-    model: SentenceTransformer,
-    model_id: str,
-    texts: list[str],
-    prompt_name: str | None,
-    cache_dir: Path,
-    batch_size: int = 16,
-    shard_size: int = SHARD_SIZE,
-    process_index: int = 0,
-    num_processes: int = 1,
-) -> None:
-    """Encode the missing shards of ``texts`` that belong to this process (every ``num_processes``-th, starting at
-    ``process_index``), each saved as it finishes: N processes encode a list N times faster, and
-    :func:`encode_cached` then joins the shards."""
-    key = cache_key(model_id, texts, prompt_name, model.max_seq_length)
-    cache_dir = Path(cache_dir)
-    if (cache_dir / f"{key}.npy").exists():
-        return
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    starts = range(0, len(texts), shard_size)
-    for number, start in enumerate(starts):
-        part = cache_dir / f"{key}.part-{number}.npy"
-        if number % num_processes != process_index or part.exists():
-            continue
-        if len(starts) > 1:
-            by = f", process {process_index + 1} of {num_processes}" if num_processes > 1 else ""
-            print(f"encoding shard {number + 1}/{len(starts)} ({len(texts)} texts{by}) -> {part.name}", flush=True)
-        embeddings = model.encode(
-            texts[start : start + shard_size],
-            prompt_name=prompt_name,
-            batch_size=batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=False,
-            show_progress_bar=True,
-        ).astype(np.float32)
-        _save_atomically(part, embeddings)
-
-
 def encode_cached(
     model: SentenceTransformer,
     model_id: str,
@@ -77,25 +39,41 @@ def encode_cached(
     cache_dir: Path,
     batch_size: int = 16,
     shard_size: int = SHARD_SIZE,
-) -> np.ndarray:
+    process_share: tuple[int, int] = (0, 1),
+) -> np.ndarray | None:
     """Return un-normalized embeddings of ``texts``, from ``cache_dir`` when already computed.
 
     Long lists are encoded in shards of ``shard_size`` texts, each saved as it finishes
     (``<key>.part-<i>.npy``): a run killed an hour into a corpus loses at most one shard. When all shards
-    exist they are joined into ``<key>.npy`` and removed.
+    exist they are joined into ``<key>.npy`` and removed. ``process_share=(i, n)`` with n > 1 encodes only this
+    process's shards (every n-th, from the i-th) and returns None: N processes encode a list N times faster, and
+    a later call with the default share joins their shards.
     """
     key = cache_key(model_id, texts, prompt_name, model.max_seq_length)
     cache_dir = Path(cache_dir)
     path = cache_dir / f"{key}.npy"
     if path.exists():
-        return np.load(path, allow_pickle=False)
-    encode_shards(model, model_id, texts, prompt_name, cache_dir, batch_size, shard_size)
-    count = len(range(0, len(texts), shard_size))
-    shards = [np.load(cache_dir / f"{key}.part-{number}.npy", allow_pickle=False) for number in range(count)]
+        return np.load(path, allow_pickle=False) if process_share[1] == 1 else None
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    parts = [cache_dir / f"{key}.part-{number}.npy" for number in range(len(range(0, len(texts), shard_size)))]
+    process_index, num_processes = process_share
+    for number, part in enumerate(parts):
+        if number % num_processes != process_index or part.exists():
+            continue
+        if len(parts) > 1:
+            by = f", process {process_index + 1} of {num_processes}" if num_processes > 1 else ""
+            print(f"encoding shard {number + 1}/{len(parts)} ({len(texts)} texts{by}) -> {part.name}", flush=True)
+        start = number * shard_size
+        embeddings = model.encode(texts[start : start + shard_size], prompt_name=prompt_name, batch_size=batch_size,
+                                  convert_to_numpy=True, normalize_embeddings=False, show_progress_bar=True)
+        _save_atomically(part, embeddings.astype(np.float32))
+    if num_processes > 1:
+        return None
+    shards = [np.load(part, allow_pickle=False) for part in parts]
     embeddings = np.concatenate(shards) if shards else np.zeros((0, model.get_embedding_dimension()), np.float32)
     _save_atomically(path, embeddings)
-    for number in range(count):
-        (cache_dir / f"{key}.part-{number}.npy").unlink(missing_ok=True)
+    for part in parts:
+        part.unlink(missing_ok=True)
     return embeddings
 
 

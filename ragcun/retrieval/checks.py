@@ -38,30 +38,34 @@ def _check_max_pvalue(max_pvalue: Any) -> float | None:
     return float(max_pvalue)
 
 
+def _check_texts(values: Any, noun: str, single_string: str, not_text: str, empty: str) -> list[str]:
+    """A list of non-empty strings, or a TypeError / ValueError saying which item is wrong and what to do."""
+    if isinstance(values, str):
+        raise TypeError(single_string)
+    if not isinstance(values, Iterable):
+        raise TypeError(f"{noun.lower()}s must be a list of strings, got {type(values).__name__}.")
+    values = list(values)
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            raise TypeError(f"{noun} {i} is a {type(value).__name__}, not a string. {not_text}")
+        if not value.strip():
+            raise ValueError(f"{noun} {i} {empty}")
+    return values
+
+
 def _check_queries(queries: Any) -> list[str]:
-    if isinstance(queries, str):
-        raise TypeError("queries must be a list of strings; for a single query use retrieve(query) or search(query).")
-    queries = list(queries)
-    for i, query in enumerate(queries):
-        if not isinstance(query, str):
-            raise TypeError(f"Query {i} is a {type(query).__name__}, not a string. Pass query texts.")
-        if not query.strip():
-            raise ValueError(f"Query {i} is empty. Pass a non-empty query text.")
-    return queries
+    return _check_texts(
+        queries, "Query",
+        single_string="queries must be a list of strings; for a single query use retrieve(query) or search(query).",
+        not_text="Pass query texts.", empty="is empty. Pass a non-empty query text.")
 
 
 def _check_documents(documents: Any) -> list[str]:
-    if isinstance(documents, str):
-        raise TypeError("documents must be a list of strings, got a single string: wrap it in a list, e.g. [document].")
-    if not isinstance(documents, Iterable):
-        raise TypeError(f"documents must be a list of strings, got {type(documents).__name__}.")
-    documents = list(documents)
-    for i, document in enumerate(documents):
-        if not isinstance(document, str):
-            raise TypeError(f"Document {i} is a {type(document).__name__}, not a string. Convert it to text first (nothing was added).")
-        if not document.strip():
-            raise ValueError(f"Document {i} is empty or whitespace. Remove it or give it text (nothing was added).")
-    return documents
+    return _check_texts(
+        documents, "Document",
+        single_string="documents must be a list of strings, got a single string: wrap it in a list, e.g. [document].",
+        not_text="Convert it to text first (nothing was added).",
+        empty="is empty or whitespace. Remove it or give it text (nothing was added).")
 
 
 def _normalize_id(value: Any, position: int) -> str | int:

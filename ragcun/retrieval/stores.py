@@ -142,7 +142,23 @@ class _NumpyFlat(_RowStore):
         return store
 
 
-class _FaissFlat(_RowStore):
+class _FaissIndexFile:
+    """Save and reload for stores that are one FAISS index holding every vector (flat, HNSW): index.faiss + ids."""
+
+    def save(self, directory: Path) -> dict:
+        self.faiss.write_index(self.index, str(directory / "index.faiss"))
+        np.save(directory / "ids.npy", self.ids, allow_pickle=False)
+        return {}
+
+    @staticmethod
+    def _with_saved_ids(directory: Path, store: Any) -> Any:
+        ids = _load_ids(directory)
+        _check_count(len(ids), store.index.ntotal, "index.faiss")
+        store._ids.append(ids)
+        return store
+
+
+class _FaissFlat(_FaissIndexFile, _RowStore):
     """Exact search with FAISS ``IndexFlatL2``; row r of the index is internal id ``ids[r]``."""
 
     index_type, backend = "flat", "faiss"
@@ -173,19 +189,9 @@ class _FaissFlat(_RowStore):
     def memory(self) -> dict[str, int]:
         return {"faiss_flat": int(self.index.ntotal) * self.dim * 4, "ids": self._ids.nbytes}
 
-    def save(self, directory: Path) -> dict:
-        self.faiss.write_index(self.index, str(directory / "index.faiss"))
-        np.save(directory / "ids.npy", self.ids, allow_pickle=False)
-        return {}
-
     @classmethod
     def load(cls, directory: Path, dim: int, state: dict, config: IndexConfig) -> _FaissFlat:
-        index = _read_faiss_index(directory / "index.faiss", dim)
-        store = cls(dim, index)
-        ids = _load_ids(directory)
-        _check_count(len(ids), index.ntotal, "index.faiss")
-        store._ids.append(ids)
-        return store
+        return cls._with_saved_ids(directory, cls(dim, _read_faiss_index(directory / "index.faiss", dim)))
 
 
 class _Binary(_RowStore):
@@ -295,7 +301,7 @@ class _Binary(_RowStore):
         return store
 
 
-class _FaissHNSW(_RowStore):
+class _FaissHNSW(_FaissIndexFile, _RowStore):
     """FAISS ``IndexHNSWFlat`` (M neighbours per node). HNSW cannot delete: ``remove`` rebuilds the graph
     from the remaining vectors (O(N log N), so batch your removals)."""
 
@@ -339,19 +345,10 @@ class _FaissHNSW(_RowStore):
         graph = hnsw.neighbors.size() * 4 + hnsw.levels.size() * 4 + hnsw.offsets.size() * 8
         return {"vectors": int(self.index.ntotal) * self.dim * 4, "graph": int(graph), "ids": self._ids.nbytes}
 
-    def save(self, directory: Path) -> dict:
-        self.faiss.write_index(self.index, str(directory / "index.faiss"))
-        np.save(directory / "ids.npy", self.ids, allow_pickle=False)
-        return {}
-
     @classmethod
     def load(cls, directory: Path, dim: int, state: dict, config: IndexConfig) -> _FaissHNSW:
         index = _read_faiss_index(directory / "index.faiss", dim)
-        store = cls(dim, config.hnsw_m, config.ef_construction, index)
-        ids = _load_ids(directory)
-        _check_count(len(ids), index.ntotal, "index.faiss")
-        store._ids.append(ids)
-        return store
+        return cls._with_saved_ids(directory, cls(dim, config.hnsw_m, config.ef_construction, index))
 
 
 class _FaissIVF(_SortedIds):

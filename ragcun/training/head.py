@@ -25,7 +25,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Dense
 from torch import nn
 
-from ragcun.encoding.cache import cache_key, encode_cached, encode_shards
+from ragcun.encoding.cache import cache_key, encode_cached
 from ragcun.encoding.cached_input import CachedEmbeddings
 from ragcun.identity import folder_fingerprint
 from ragcun.io import atomic_write, atomic_write_text
@@ -85,13 +85,13 @@ class EncodedTexts:
 
 def encode_own_shards(base: SentenceTransformer, base_path: str, groups: TextGroups, cache_dir: Path,
                       batch_size: int, process_index: int, num_processes: int) -> None:
-    """This process's share of every group's missing shards (see ``encode_shards``): under ``accelerate launch``
+    """This process's share of every group's missing shards (see ``encode_cached``): under ``accelerate launch``
     N processes encode the texts N times faster; :func:`encode_once` then joins them."""
     model_id = f"{folder_fingerprint(base_path)}|frozen-base"
     for split_groups in (groups.train, groups.heldout):
         for prompt_name, texts in split_groups.items():
-            encode_shards(base, model_id, texts, prompt_name, Path(cache_dir).expanduser().resolve(),
-                          batch_size=batch_size, process_index=process_index, num_processes=num_processes)
+            encode_cached(base, model_id, texts, prompt_name, Path(cache_dir).expanduser().resolve(),
+                          batch_size=batch_size, process_share=(process_index, num_processes))
 
 
 def encode_once(base: SentenceTransformer, base_path: str, groups: TextGroups, cache_dir: Path,
