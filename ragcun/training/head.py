@@ -4,7 +4,7 @@ Fine-tuning the whole backbone on a few thousand pairs costs retrieval quality b
 on a CPU every step of it takes seconds. Here the backbone stays exactly as released, normalization included,
 and only a Dense head on top of it is trained. Every training and held-out text is encoded once into the
 embedding cache (the one evaluate.py uses, in resumable shards); the head then trains on those vectors through
-``SentenceTransformerTrainer`` with a :class:`~ragcun.encoding.cached_input.CachedEmbeddings` lookup in the backbone's
+``SentenceTransformerTrainer`` with a :class:`~ragcun.cached_input.CachedEmbeddings` lookup in the backbone's
 place, so batches of thousands and thousands of steps cost seconds. The saved model is the plain stack: the
 base's modules, then the head, euclidean, with the base's prompts.
 
@@ -25,8 +25,8 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Dense
 from torch import nn
 
+from ragcun.cached_input import CachedEmbeddings
 from ragcun.encoding.cache import cache_key, encode_cached
-from ragcun.encoding.cached_input import CachedEmbeddings
 from ragcun.identity import folder_fingerprint
 from ragcun.io import atomic_write, atomic_write_text
 from ragcun.model import fit_projection

@@ -11,7 +11,7 @@ import pytest
 from datasets import Dataset
 from sentence_transformers import SentenceTransformer
 
-from ragcun.encoding.cached_input import CachedEmbeddings
+from ragcun.cached_input import CachedEmbeddings
 from ragcun.training.data import load_training_data
 from ragcun.training.hard_negatives import mine_missing_negatives
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 
-from ragcun.encoding.cached_input import CachedEmbeddings
+from ragcun.cached_input import CachedEmbeddings
 from tests.helpers import head_recipe, run_train, small_recipe
 
 
@@ -85,7 +85,11 @@ def test_cache_is_reused_and_keyed_by_sequence_length(head_run: Path, tmp_path: 
 
 
 def test_resume_continues_from_a_head_only_checkpoint(head_run: Path, tmp_path: Path) -> None:
+    """The checkpoint names its lookup module by the path every ragcun version wrote (resuming finds the class by
+    that name, so moving it would strand earlier checkpoints)."""
     run_dir = head_run / "run"
+    modules = json.loads((run_dir / "checkpoint-12" / "modules.json").read_text())
+    assert modules[0]["type"] == "ragcun.cached_input.CachedEmbeddings"
     longer = head_recipe(head_run, max_steps=16)
     result = run_train(["--config", str(longer), "--resume_from_checkpoint", str(run_dir / "checkpoint-12")])
     assert result.returncode == 0, result.stderr[-3000:]

@@ -6,6 +6,9 @@ seconds. With this module first in a SentenceTransformer, the trainer, the losse
 checkpoints and resumption see an ordinary model: ``preprocess`` maps each (prompt-prefixed) text to its row,
 ``forward`` returns that row as the sentence embedding. It exists only while training; the saved model puts
 the real backbone in its place (see :mod:`ragcun.training.head`).
+
+This module's path is part of the checkpoint format: a head-only checkpoint's modules.json names
+``ragcun.cached_input.CachedEmbeddings``, and resuming finds the class by that name. Keep it here.
 """
 
 from __future__ import annotations
