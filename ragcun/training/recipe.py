@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,39 +25,47 @@ from ragcun.model import DEFAULT_BASE_MODEL, PROJECTION_INITS
 OBJECTIVES = ("lejepa", "mnrl_gor")
 
 
+def option(default: Any = MISSING, help: str = "", factory: Any = MISSING) -> Any:
+    """A recipe key: a dataclass field with its ``--help`` text (HfArgumentParser reads ``metadata["help"]``)."""
+    if factory is not MISSING:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class ModelArguments:
     """The model stack (see ``ragcun.build_model``)."""
 
-    base_model: str = field(default=DEFAULT_BASE_MODEL, metadata={"help": "Hub id or local folder of the base embedder."})
-    output_dim: int = field(default=512, metadata={"help": "Width of the N(0, I) embedding."})
-    init: str = field(default="mrl", metadata={"help": f"Projection init: {', '.join(PROJECTION_INITS)}."})
-    init_samples: int = field(default=2000, metadata={"help": "Training texts used to fit the whiten/mrl projection."})
-    freeze_layers: int = field(default=4, metadata={"help": "Freeze the first N transformer layers."})
-    freeze_embeddings: bool = field(default=False, metadata={"help": "Freeze the token embedding matrix."})
-    max_seq_length: int | None = field(default=256, metadata={"help": "Truncate inputs to this many tokens."})
-    train_head_only: bool = field(
-        default=False,
-        metadata={"help": "Keep the base frozen as released (its Normalize included) and train only the new Dense head "
-                  "on embeddings of the training texts computed once (cached in embedding_cache_dir). Minutes on a "
-                  "CPU instead of hours; freeze_layers, freeze_embeddings and gradcache_mini_batch_size do not apply."},
+    base_model: str = option(DEFAULT_BASE_MODEL, "Hub id or local folder of the base embedder.")
+    output_dim: int = option(512, "Width of the N(0, I) embedding.")
+    init: str = option("mrl", f"Projection init: {', '.join(PROJECTION_INITS)}.")
+    init_samples: int = option(2000, "Training texts used to fit the whiten/mrl projection.")
+    freeze_layers: int = option(4, "Freeze the first N transformer layers.")
+    freeze_embeddings: bool = option(False, "Freeze the token embedding matrix.")
+    max_seq_length: int | None = option(256, "Truncate inputs to this many tokens.")
+    train_head_only: bool = option(
+        False,
+        "Keep the base frozen as released (its Normalize included) and train only the new Dense head "
+        "on embeddings of the training texts computed once (cached in embedding_cache_dir). Minutes on a "
+        "CPU instead of hours; freeze_layers, freeze_embeddings and gradcache_mini_batch_size do not apply.",
     )
-    head_layers: int = field(
-        default=1,
-        metadata={"help": "train_head_only: Dense layers in the head. 1: one linear projection; more: that many - 1 "
-                  "square Dense + Tanh layers before it, initialised near-linear (standard modules only)."},
+    head_layers: int = option(
+        1,
+        "train_head_only: Dense layers in the head. 1: one linear projection; more: that many - 1 "
+        "square Dense + Tanh layers before it, initialised near-linear (standard modules only).",
     )
-    embedding_cache_dir: str | None = field(
-        default=None, metadata={"help": "Where train_head_only caches embeddings (default ~/.cache/ragcun/embeddings, "
-                                "shared with evaluate.py)."},
+    embedding_cache_dir: str | None = option(
+        None,
+        "Where train_head_only caches embeddings (default ~/.cache/ragcun/embeddings, "
+        "shared with evaluate.py).",
     )
-    tiny_base: bool = field(
-        default=False,
-        metadata={"help": "Ignore base_model and build a tiny random EmbeddingGemma-shaped base from a config "
-                  "(offline demos and tests): tokenizer trained on the training texts."},
+    tiny_base: bool = option(
+        False,
+        "Ignore base_model and build a tiny random EmbeddingGemma-shaped base from a config "
+        "(offline demos and tests): tokenizer trained on the training texts.",
     )
-    tiny_hidden_size: int = field(default=64, metadata={"help": "Hidden size of the tiny base."})
-    tiny_num_layers: int = field(default=4, metadata={"help": "Transformer layers of the tiny base."})
+    tiny_hidden_size: int = option(64, "Hidden size of the tiny base.")
+    tiny_num_layers: int = option(4, "Transformer layers of the tiny base.")
 
     def __post_init__(self) -> None:
         if self.output_dim <= 0:
@@ -77,47 +85,48 @@ class ModelArguments:
 class LossArguments:
     """The LeJEPA objective (see ``ragcun.LeJEPALoss``), or the cosine baseline it is compared with."""
 
-    objective: str = field(
-        default="lejepa",
-        metadata={"help": "lejepa: ragcun's stack (projection, no Normalize, euclidean) with Euclidean MNRL + SIGReg. "
-                  "mnrl_gor: the base as released (cosine) with cosine MNRL + GlobalOrthogonalRegularization, "
-                  "the comparison baseline; the projection and lambda_* options are then unused."},
+    objective: str = option(
+        "lejepa",
+        "lejepa: ragcun's stack (projection, no Normalize, euclidean) with Euclidean MNRL + SIGReg. "
+        "mnrl_gor: the base as released (cosine) with cosine MNRL + GlobalOrthogonalRegularization, "
+        "the comparison baseline; the projection and lambda_* options are then unused.",
     )
-    gor_weight: float = field(default=1.0, metadata={"help": "mnrl_gor only: weight of both GOR terms."})
-    cosine_scale: float = field(default=20.0, metadata={"help": "mnrl_gor only: MNRL logit scale on cosine."})
-    lambda_contrastive: float = field(default=1.0, metadata={"help": "Weight of the Euclidean MNRL term."})
-    lambda_isotropy: float = field(default=0.01, metadata={"help": "Weight of SIGReg."})
-    num_slices: int = field(default=1024, metadata={"help": "Random directions per SIGReg step."})
-    num_principal: int | None = field(
-        default=64,
-        metadata={"help": "SIGReg's principal directions (eigenvectors of a running second moment of earlier "
-                  "embeddings, the most departing first), tested on the batch plus the cross-batch memory. "
-                  "0: off (random slices only, as LeJEPA); null: all of them."},
+    gor_weight: float = option(1.0, "mnrl_gor only: weight of both GOR terms.")
+    cosine_scale: float = option(20.0, "mnrl_gor only: MNRL logit scale on cosine.")
+    lambda_contrastive: float = option(1.0, "Weight of the Euclidean MNRL term.")
+    lambda_isotropy: float = option(0.01, "Weight of SIGReg.")
+    num_slices: int = option(1024, "Random directions per SIGReg step.")
+    num_principal: int | None = option(
+        64,
+        "SIGReg's principal directions (eigenvectors of a running second moment of earlier "
+        "embeddings, the most departing first), tested on the batch plus the cross-batch memory. "
+        "0: off (random slices only, as LeJEPA); null: all of them.",
     )
-    memory_size: int = field(
-        default=0,
-        metadata={"help": "SIGReg cross-batch memory: past steps' embeddings the principal slices are also tested on "
-                  "(0: off). Sharper detection in small batches, but stale once the model moves (see SIGReg)."},
+    memory_size: int = option(
+        0,
+        "SIGReg cross-batch memory: past steps' embeddings the principal slices are also tested on "
+        "(0: off). Sharper detection in small batches, but stale once the model moves (see SIGReg).",
     )
-    memory_max_age: int = field(default=4, metadata={"help": "Steps an embedding may stay in SIGReg's memory."})
-    principal_horizon: int | None = field(
-        default=None, metadata={"help": "Embeddings the principal directions are estimated over; unset: 2 x dim."}
+    memory_max_age: int = option(4, "Steps an embedding may stay in SIGReg's memory.")
+    principal_horizon: int | None = option(
+        None,
+        "Embeddings the principal directions are estimated over; unset: 2 x dim.",
     )
-    principal_refresh: int = field(default=1, metadata={"help": "Steps between re-estimates of the principal directions."})
-    mnrl_scale: float = field(default=1.0, metadata={"help": "Logit scale per unit of L2 distance."})
-    lambda_anchor: float = field(
-        default=0.0,
-        metadata={"help": "train_head_only: weight of the anchor to the base's ranking, the KL divergence from the "
-                  "base's in-batch ranking to the model's, both as MNRL scores (logged as `anchor`). 0: off."},
+    principal_refresh: int = option(1, "Steps between re-estimates of the principal directions.")
+    mnrl_scale: float = option(1.0, "Logit scale per unit of L2 distance.")
+    lambda_anchor: float = option(
+        0.0,
+        "train_head_only: weight of the anchor to the base's ranking, the KL divergence from the "
+        "base's in-batch ranking to the model's, both as MNRL scores (logged as `anchor`). 0: off.",
     )
-    anchor_scale: float | None = field(
-        default=None,
-        metadata={"help": "The factor bringing the base's unit vectors to the model's units for the anchor; unset: "
-                  "the scaled init's (unit average variance on the training embeddings)."},
+    anchor_scale: float | None = option(
+        None,
+        "The factor bringing the base's unit vectors to the model's units for the anchor; unset: "
+        "the scaled init's (unit average variance on the training embeddings).",
     )
-    gradcache_mini_batch_size: int | None = field(
-        default=None,
-        metadata={"help": "Use CachedLeJEPALoss (GradCache) with this mini-batch size: large batches in small memory."},
+    gradcache_mini_batch_size: int | None = option(
+        None,
+        "Use CachedLeJEPALoss (GradCache) with this mini-batch size: large batches in small memory.",
     )
 
     def sigreg_kwargs(self) -> dict[str, Any]:
@@ -149,30 +158,29 @@ class LossArguments:
 class DataArguments:
     """Where the triplets come from, and the held-out sample watched during training."""
 
-    train_data: list[str] = field(
-        default_factory=list,
-        metadata={"help": "Training sources: local files/globs/BEIR folders or Hub dataset ids. In a recipe, an entry "
-                  "may also be a mapping of ragcun.training.data.DataSource fields (path, split, columns, max_samples, ...)."},
+    train_data: list[str] = option(
+        help="Training sources: local files/globs/BEIR folders or Hub dataset ids. In a recipe, an entry "
+        "may also be a mapping of ragcun.training.data.DataSource fields (path, split, columns, max_samples, ...).",
+        factory=list,
     )
-    max_samples: int | None = field(default=None, metadata={"help": "Cap on training rows after mixing the sources."})
-    eval_size: int = field(default=200, metadata={"help": "Held-out rows (split by query, so no query leaks)."})
-    eval_metric: str = field(default="mrr@10", metadata={"help": "Primary figure of the held-out evaluator."})
-    mine_hard_negatives: int = field(
-        default=0,
-        metadata={"help": "Give every training row this many hard negatives (at least): each source keeps its own, "
-                  "and the empty slots (pair-only sources) are mined from the frozen base's ranking of the training "
-                  "documents (sentence-transformers' mine_hard_negatives). 0: off, and mixing triplets with pairs "
-                  "drops the triplets' negatives."},
+    max_samples: int | None = option(None, "Cap on training rows after mixing the sources.")
+    eval_size: int = option(200, "Held-out rows (split by query, so no query leaks).")
+    eval_metric: str = option("mrr@10", "Primary figure of the held-out evaluator.")
+    mine_hard_negatives: int = option(
+        0,
+        "Give every training row this many hard negatives (at least): each source keeps its own, "
+        "and the empty slots (pair-only sources) are mined from the frozen base's ranking of the training "
+        "documents (sentence-transformers' mine_hard_negatives). 0: off, and mixing triplets with pairs "
+        "drops the triplets' negatives.",
     )
-    mine_range_min: int = field(
-        default=3, metadata={"help": "Mining skips each query's nearest N candidates (often unlabelled positives)."}
+    mine_range_min: int = option(3, "Mining skips each query's nearest N candidates (often unlabelled positives).")
+    mine_relative_margin: float | None = option(
+        0.05,
+        "Mining skips candidates the base scores within this fraction of the positive's score.",
     )
-    mine_relative_margin: float | None = field(
-        default=0.05,
-        metadata={"help": "Mining skips candidates the base scores within this fraction of the positive's score."},
-    )
-    overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Allow writing into an output_dir that already holds a model or checkpoints."}
+    overwrite_output_dir: bool = option(
+        False,
+        "Allow writing into an output_dir that already holds a model or checkpoints.",
     )
 
     def __post_init__(self) -> None:
