@@ -160,7 +160,7 @@ def _sliced_epps_pulley(x: np.ndarray, slices: int, seed: int) -> float:
     n_samples, dim = x.shape
     directions = np.random.default_rng(seed).standard_normal((slices, dim))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    statistic = EppsPulley(num_knots=EP_KNOTS, t_max=EP_T_MAX)
+    statistic = EppsPulley(num_knots=EP_KNOTS, t_max=EP_T_MAX, dtype=torch.float64)
     chunk = max(1, _SIGREG_CHUNK_ELEMENTS // n_samples)
     total = 0.0
     with torch.no_grad():

@@ -198,11 +198,11 @@ def test_epps_pulley_matches_quadrature(sample: np.ndarray) -> None:
     expected = _epps_pulley_quad(sample)
     # 17-knot trapezoid vs adaptive quadrature; a missing ×N or ×2 would be off by 100%+.
     assert got == pytest.approx(expected, rel=1e-2)
-    # Exactly the 17-knot trapezoid rule (up to the float32 quadrature weights the loss module keeps).
+    # Exactly the 17-knot trapezoid rule, in float64.
     t = np.linspace(0.0, 3.0, 17)
     ecf = np.exp(1j * np.outer(t, sample)).mean(axis=1)
     integrand = np.abs(ecf - np.exp(-t * t / 2)) ** 2 * np.exp(-t * t / 2)
-    assert got == pytest.approx(sample.size * 2 * np.trapezoid(integrand, t), rel=1e-6)
+    assert got == pytest.approx(sample.size * 2 * np.trapezoid(integrand, t), rel=1e-10)
 
 
 def test_sigreg_is_mean_epps_pulley_of_uncentred_projections() -> None:
@@ -210,7 +210,7 @@ def test_sigreg_is_mean_epps_pulley_of_uncentred_projections() -> None:
     # the 1-D statistic of the raw (uncentred) column whatever the random draw.
     x = np.random.default_rng(8).standard_normal((300, 1)) + 0.7
     r = isotropy_report(x, sigreg_slices=5)
-    statistic = EppsPulley(num_knots=17, t_max=3.0)
+    statistic = EppsPulley(num_knots=17, t_max=3.0, dtype=torch.float64)
     assert r["sigreg"] == pytest.approx(float(statistic(torch.from_numpy(x[:, 0]))), rel=1e-10)
     assert r["sigreg"] != pytest.approx(float(statistic(torch.from_numpy(x[:, 0] - x.mean()))), rel=1e-2)
 

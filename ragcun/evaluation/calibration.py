@@ -84,7 +84,8 @@ def reliability_curve(probabilities: np.ndarray, outcomes: np.ndarray, bins: int
 
     sklearn's ``calibration_curve`` gives the non-empty bins' means; the bin sizes ECE weighs them by are counted
     with its own rule (``searchsorted`` on the inner edges: a probability exactly on an edge joins the lower bin,
-    where ``np.histogram`` would put it in the upper one), so both always describe the same bins.
+    where ``np.histogram`` and earlier ragcun versions put it in the upper one), so both always describe
+    the same bins. ``outcomes`` must be binary (0/1), as sklearn requires.
     """
     probabilities = np.asarray(probabilities, dtype=np.float64)
     edges = np.linspace(0.0, 1.0, bins + 1)

@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> None:
                                       cache_dir=args.cache_dir, whiten=args.whiten,
                                       whiten_dim=args.whiten_dim, precision=args.precision, memo=memo)
         mteb_scores = run_mteb_tasks(args, models, memo)
-    except (ValueError, OSError) as error:
-        sys.exit(f"evaluate.py: error: {error}")
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"{Path(sys.argv[0]).name}: error: {error}")
     for system in systems:
         m = system.metrics
         print(f"{system.name:<32} {system.dataset:<20} {system.similarity:<9} nDCG@10 {m['ndcg@10']:.4f}  "

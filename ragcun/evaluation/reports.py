@@ -47,7 +47,10 @@ class System:
 
 def check_output_dir(output_dir: Path) -> None:
     """Fail before any encoding if the reports could not be written."""
-    ensure_writable_folder(output_dir, "Reports folder", "Choose a writable --output-dir.")
+    try:
+        ensure_writable_folder(output_dir, "Reports folder", "Choose a writable --output-dir.")
+    except OSError as error:
+        raise ValueError(str(error)) from error
 
 
 def relevance_threshold(split: BeirSplit) -> int:

@@ -21,7 +21,7 @@ class EppsPulley(nn.Module):
     weight e^{−t²/2} is below 1.1% and the target e^{−t²/2} too, so little is lost there.
     """
 
-    def __init__(self, num_knots: int = 17, t_max: float = 3.0) -> None:
+    def __init__(self, num_knots: int = 17, t_max: float = 3.0, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         if num_knots < 2:
             raise ValueError(f"num_knots must be at least 2 for the trapezoid rule, got {num_knots}.")
@@ -36,9 +36,10 @@ class EppsPulley(nn.Module):
         gaussian_cf = torch.exp(-knots.square() / 2)
         # Doubling for the negative half-line is folded into the quadrature weights.
         weights = 2 * trapezoid * gaussian_cf
-        self.register_buffer("knots", knots.float(), persistent=False)
-        self.register_buffer("target_cf", gaussian_cf.float(), persistent=False)
-        self.register_buffer("weights", weights.float(), persistent=False)
+        # float32 for the loss (cast to the batch's dtype per call); float64 for the exact isotropy report.
+        self.register_buffer("knots", knots.to(dtype), persistent=False)
+        self.register_buffer("target_cf", gaussian_cf.to(dtype), persistent=False)
+        self.register_buffer("weights", weights.to(dtype), persistent=False)
 
     def empirical_cf_sums(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Σₙ cos(t xₙ) and Σₙ sin(t xₙ) for each knot t and column of ``x`` (N, S): two (K, S) tensors.

@@ -38,12 +38,12 @@ def _check_max_pvalue(max_pvalue: Any) -> float | None:
     return float(max_pvalue)
 
 
-def _check_texts(values: Any, noun: str, single_string: str, not_text: str, empty: str) -> list[str]:
+def _check_texts(values: Any, noun: str, plural: str, single_string: str, not_text: str, empty: str) -> list[str]:
     """A list of non-empty strings, or a TypeError / ValueError saying which item is wrong and what to do."""
     if isinstance(values, str):
         raise TypeError(single_string)
     if not isinstance(values, Iterable):
-        raise TypeError(f"{noun.lower()}s must be a list of strings, got {type(values).__name__}.")
+        raise TypeError(f"{plural} must be a list of strings, got {type(values).__name__}.")
     values = list(values)
     for i, value in enumerate(values):
         if not isinstance(value, str):
@@ -55,14 +55,14 @@ def _check_texts(values: Any, noun: str, single_string: str, not_text: str, empt
 
 def _check_queries(queries: Any) -> list[str]:
     return _check_texts(
-        queries, "Query",
+        queries, "Query", "queries",
         single_string="queries must be a list of strings; for a single query use retrieve(query) or search(query).",
         not_text="Pass query texts.", empty="is empty. Pass a non-empty query text.")
 
 
 def _check_documents(documents: Any) -> list[str]:
     return _check_texts(
-        documents, "Document",
+        documents, "Document", "documents",
         single_string="documents must be a list of strings, got a single string: wrap it in a list, e.g. [document].",
         not_text="Convert it to text first (nothing was added).",
         empty="is empty or whitespace. Remove it or give it text (nothing was added).")

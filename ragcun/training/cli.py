@@ -10,6 +10,7 @@ Every SentenceTransformerTrainingArguments field and every ragcun option is a re
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from ragcun.training.recipe import parse_recipe
 from ragcun.training.run import prepare_run, run_training
@@ -20,5 +21,5 @@ def main(argv: list[str] | None = None) -> None:
         recipe = parse_recipe(argv)
         prepared = prepare_run(recipe)  # every input check, before any model is loaded
     except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"train.py: error: {error}")
+        sys.exit(f"{Path(sys.argv[0]).name}: error: {error}")
     run_training(recipe, prepared)

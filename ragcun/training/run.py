@@ -25,6 +25,7 @@ from datasets import Dataset, load_from_disk
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from ragcun.encoding.cache import DEFAULT_CACHE_DIR
 from ragcun.io import atomic_write_text, write_folder_atomically
 from ragcun.isotropy import isotropy_figures
 from ragcun.losses import CachedLeJEPALoss, LeJEPALoss, MNRLGORLoss
@@ -237,7 +238,7 @@ def _head_only_model(base: SentenceTransformer, base_path: str, recipe: Recipe, 
     column_prompts = ({column: "query" if column == "anchor" else "document" for column in train_dataset.column_names}
                       if {"query", "document"} <= set(prompts) else None)
     groups = head_training.text_groups(train_dataset, eval_dataset, column_prompts, prompts)
-    cache_dir = Path(model_args.embedding_cache_dir or head_training.DEFAULT_CACHE_DIR)
+    cache_dir = Path(model_args.embedding_cache_dir or DEFAULT_CACHE_DIR)
     base_path = str(Path(base_path).expanduser())
     if args.world_size > 1:
         # each process encodes its share of the shards; all of them are on disk before the main process joins them
@@ -263,6 +264,8 @@ def _head_only_model(base: SentenceTransformer, base_path: str, recipe: Recipe, 
 def _save_model_atomically(model: SentenceTransformer, final_dir: Path) -> None:
     """Write beside, then swap: a crash mid-save leaves the previous final model intact."""
     write_folder_atomically(final_dir, lambda staging: model.save(str(staging)))
+    for leftover in (final_dir.with_name(f".{final_dir.name}.tmp"), final_dir.with_name(f".{final_dir.name}.old")):
+        shutil.rmtree(leftover, ignore_errors=True)  # the names earlier versions staged under
 
 
 def run_training(recipe: Recipe, prepared: PreparedRun | None = None) -> dict[str, Any]:

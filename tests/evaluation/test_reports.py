@@ -31,7 +31,8 @@ def test_reports_for_two_models(two_models, tmp_path: Path) -> None:
         ("ragcun", "euclidean"), ("ragcun + whitening", "euclidean"), ("base", "cosine"), ("base + whitening", "euclidean")]
     for row in rows:  # one relevant document per query: 1/rank <= 1/log2(rank + 1) <= found in the top 10
         assert float(row["mrr@10"]) <= float(row["ndcg@10"]) <= float(row["recall@10"]), row
-        assert float(row["null_ks_corpus"]) >= 0 and row["pvalue_precision_corpus"], row
+        assert 0.0 <= float(row["separation_auc"]) <= 1.0 and row["pvalue_precision_corpus"], row
+        assert 0.0 <= float(row["null_ks_corpus"]) <= 1.0, row
     iso = list(csv.DictReader((out / "isotropy_comparison.csv").open()))
     assert [(r["model"], r["view"]) for r in iso] == [(r["model"], view) for r in rows for view in ("raw", "corpus-standardized")]
     assert "cov_identity_fro_floor" in iso[0]

@@ -1,10 +1,11 @@
 """Saved retrievers stay readable: folders written by an earlier ragcun (``fixtures/``) load, search to the same
 results, and save back to the same bytes, so a save written now is readable by that ragcun too.
 
-The fixtures are 22 random 16-d vectors (mean 0.3, so the corpus calibration and the binary code centre are
-not trivial) added with ``add_embeddings`` and no model: 20 with automatic ids and some metadata, two removed,
-then ids ``"x"`` and ``5`` (which replaces document 5). ``expected_results.json`` holds the settings of each
-fixture and the hits of the three queries in ``queries.npy`` (top 4), as that ragcun returned them.
+The fixtures (numpy flat, numpy binary, FAISS flat, FAISS HNSW) are 22 random 16-d vectors (mean 0.3, so the
+corpus calibration and the binary code centre are not trivial) added with ``add_embeddings`` and no model: 20 with
+automatic ids and some metadata, two removed, then ids ``"x"`` and ``5`` (which replaces document 5).
+``expected_results.json`` holds the settings of each fixture and the hits of the three queries in ``queries.npy``
+(top 4), as that ragcun returned them.
 """
 
 import json

@@ -209,6 +209,21 @@ def test_max_samples_per_source_and_global(tmp_path: Path) -> None:
     assert len(train) == 6
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".tsv"])
+def test_a_capped_source_stops_reading_at_its_cap(tmp_path: Path, suffix: str) -> None:
+    """A large file capped by max_samples is not parsed past the cap: a broken line after it goes unread."""
+    path = tmp_path / f"big{suffix}"
+    if suffix == ".jsonl":
+        path.write_text("\n".join(json.dumps(row) for row in triplet_rows(5)) + "\n{not json\n", encoding="utf-8")
+    else:
+        path.write_text("".join(f"q{i}\tp{i}\tn{i}\n" for i in range(5)) + "only\ttwo fields\textra\tfour\n",
+                        encoding="utf-8")
+    train, _ = load_training_data([{"path": str(path), "max_samples": 5}], shuffle=False)
+    assert len(train) == 5
+    with pytest.raises(ValueError, match="could not parse"):
+        load_training_data([{"path": str(path), "max_samples": 6}], shuffle=False)
+
+
 def test_eval_split_has_no_anchor_overlap_and_requested_size(tmp_path: Path) -> None:
     # like the DL21 triplets: every query repeated with different negatives
     rows = [{"query": f"q{q}", "pos": f"p{q}", "neg": f"n{q}-{k}"} for q in range(20) for k in range(7)]

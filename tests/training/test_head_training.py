@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from sentence_transformers import SentenceTransformer
 
 from ragcun.cached_input import CachedEmbeddings
@@ -249,3 +250,15 @@ def test_heads_evaluate_on_a_memoized_base(head_run: Path, tmp_path: Path) -> No
     assert len(itself) == 1 and itself.similarity_fn_name == base.similarity_fn_name
     assert torch.allclose(itself.encode(texts, prompt_name="query", convert_to_tensor=True),
                           encode(texts, prompt_name="query", convert_to_tensor=True), atol=1e-5)
+
+
+def test_the_cache_defaults_to_the_users_cache_folder(tmp_path: Path, monkeypatch) -> None:
+    """Recipes do not name embedding_cache_dir: the head's embeddings go to ~/.cache/ragcun/embeddings."""
+    recipe_path = head_recipe(tmp_path, max_steps=2)
+    recipe = yaml.safe_load(recipe_path.read_text())
+    del recipe["embedding_cache_dir"]
+    recipe_path.write_text(yaml.safe_dump(recipe))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the training subprocess's Path.home()
+    result = run_train(["--config", str(recipe_path)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list((tmp_path / "home" / ".cache" / "ragcun" / "embeddings").glob("*.npy"))

@@ -92,6 +92,20 @@ def _holds_no_json(path: Path) -> bool:
     return start in ("", "[]")
 
 
+def _first_json_lines(path: Path, limit: int, scratch: Path) -> Path:
+    """The first ``limit`` records of a JSON Lines file, copied to ``scratch`` (blank lines are not records)."""
+    head = scratch / "head.jsonl"
+    with _open_text(path) as source, head.open("w", encoding="utf-8") as target:
+        kept = 0
+        for line in source:
+            if kept >= limit:
+                break
+            if line.strip():
+                target.write(line if line.endswith("\n") else line + "\n")
+                kept += 1
+    return head
+
+
 def _json_problem(path: Path) -> str | None:
     """The first JSON Lines line that is not a JSON object, as ``line N ...``; None if every line is one.
 
@@ -224,8 +238,9 @@ class _File:
     json_columns: frozenset[str] = frozenset()
 
 
-def _read_file(path: Path, fmt: str, source: DataSource) -> _File:
-    """One file's rows, and whether it was read as headerless (positional)."""
+def _read_file(path: Path, fmt: str, source: DataSource, limit: int | None = None) -> _File:
+    """One file's rows (at most ``limit``: a capped source never parses the rest of a large file), and whether
+    it was read as headerless (positional)."""
     builder = _BUILDERS[fmt]
     headerless = False
     try:
@@ -238,9 +253,13 @@ def _read_file(path: Path, fmt: str, source: DataSource) -> _File:
             if found is None:
                 return _File(None)
             options, headerless = found
+            if limit is not None:
+                options["nrows"] = limit
         else:
             options = {}
-        table, json_columns = _load_file(builder, path, options)
+        with tempfile.TemporaryDirectory(prefix="ragcun-head-") as scratch:
+            read_from = _first_json_lines(path, limit, Path(scratch)) if fmt == "jsonl" and limit is not None else path
+            table, json_columns = _load_file(builder, read_from, options)
     except (OSError, ValueError, pa.ArrowException, pd.errors.ParserError,
             datasets.exceptions.DatasetGenerationError) as error:
         cause = _cause(error)
@@ -259,7 +278,7 @@ def read_files(files: list[Path], source: DataSource) -> Rows:
     for file in files:
         if remaining is not None and remaining <= 0:
             break
-        read = _read_file(file, fmt, source)
+        read = _read_file(file, fmt, source, remaining)
         rows.headerless = rows.headerless or read.headerless
         table = read.table
         if table is None:
