@@ -41,6 +41,15 @@ def fsync_dir(path: Path) -> None:
         os.close(descriptor)
 
 
+_PREVIOUS = ".old-"  # the previous folder, set aside beside the target while the new one is swapped in
+
+
+def previous_copies(target: Path) -> list[Path]:
+    """Copies of ``target`` that :func:`write_folder_atomically` set aside and a crash left behind (readers fall
+    back to one when the crash came between the two renames)."""
+    return list(Path(target).parent.glob(f".{Path(target).name}{_PREVIOUS}*"))
+
+
 def write_folder_atomically(target: Path, write: Callable[[Path], object], mode: int | None = None) -> Path:
     """``write(staging)`` into a fresh folder beside ``target``, then swap it in: a crash at any point leaves the
     previous ``target`` (or, mid-swap, its copy ``.NAME.old-*`` beside it) and never a half-written folder.
@@ -55,13 +64,13 @@ def write_folder_atomically(target: Path, write: Callable[[Path], object], mode:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    aside = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:12]}"
+    aside = target.parent / f".{target.name}{_PREVIOUS}{uuid.uuid4().hex[:12]}"
     if target.exists():
         os.replace(target, aside)
     os.replace(staging, target)
     fsync_dir(target.parent)
     # The previous copy, and leftovers of writes to this target that crashed earlier.
-    for leftover in [aside, *target.parent.glob(f".{target.name}.old-*"), *target.parent.glob(f".{target.name}.tmp-*")]:
+    for leftover in [aside, *previous_copies(target), *target.parent.glob(f".{target.name}.tmp-*")]:
         if leftover.exists():
             shutil.rmtree(leftover, ignore_errors=True)
     return target

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ragcun.gaussian import CorpusNull
-from ragcun.io import write_folder_atomically
+from ragcun.io import previous_copies, write_folder_atomically
 from ragcun.retrieval.arrays import CORPUS_BLOCK
 from ragcun.retrieval.config import _import_faiss
 
@@ -94,20 +94,14 @@ def _check_count(expected: int, actual: int, name: str) -> None:
 # Checksums, the records file and the manifest
 
 
-def _sha256_and_fsync(path: Path) -> str:
+def _sha256(path: Path, fsync: bool = False) -> str:
+    """The file's sha256; ``fsync``: also flush it to disk (a save checksums each file as it makes it durable)."""
     digest = hashlib.sha256()
-    with open(path, "rb+") as handle:
+    with open(path, "rb+" if fsync else "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
-        os.fsync(handle.fileno())
-    return digest.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+        if fsync:
+            os.fsync(handle.fileno())
     return digest.hexdigest()
 
 
@@ -153,7 +147,7 @@ def _read_manifest(directory: Path) -> dict:
 
 def _interrupted_copy(directory: Path) -> Path | None:
     """The previous copy left beside ``directory`` by a save that died between its two renames."""
-    candidates = [p for p in directory.parent.glob(f".{directory.name}.old-*") if (p / MANIFEST_FILE).is_file()]
+    candidates = [p for p in previous_copies(directory) if (p / MANIFEST_FILE).is_file()]
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
 
@@ -224,7 +218,7 @@ def write_saved_folder(
     def write(staging: Path) -> None:
         _write_records(staging / RECORDS_FILE, *records)
         state = save_store(staging)
-        checksums = {path.name: _sha256_and_fsync(path) for path in sorted(staging.iterdir())}
+        checksums = {path.name: _sha256(path, fsync=True) for path in sorted(staging.iterdir())}
         _write_json(staging / MANIFEST_FILE, manifest(state, checksums))
 
     return write_folder_atomically(target, write)
