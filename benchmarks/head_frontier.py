@@ -15,6 +15,8 @@ is worth using only where its points lie above that curve.
     python benchmarks/head_frontier.py frontier --recipe recipes/minilm-head-mixed.yaml --base "$MINI" \\
         --system gamma-0=output/minilm-head-mixed/whitening/gamma-0 --system mnrl=output/.../final ... \\
         --reports REPORTS --out docs/results/frontier-minilm
+    # 4. the held-out queries and documents apart (bases with a query prompt): where each mix's mean lies
+    python benchmarks/head_frontier.py roles --recipe RECIPE --base BASE --system NAME=PATH ... --out OUT
 
 The held-out rows and the training embeddings come from the same cached table head-only training used (the recipe
 is loaded exactly as train.py loads it), so nothing is encoded again.
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +48,9 @@ FIGURES = ("cov_floor_ratio", "mean_norm_excess", "variance_min", "variance_max"
            "is_isotropic")
 
 
-def cached_table(recipe_path: str, base_path: str) -> tuple[SentenceTransformer, np.ndarray, np.ndarray]:
-    """The frozen base, its training embeddings and its held-out embeddings (queries and documents), from the cache
-    the recipe's head-only run filled."""
+def cached_table(recipe_path: str, base_path: str) -> tuple[SentenceTransformer, np.ndarray, np.ndarray, list[str]]:
+    """The frozen base, its training embeddings, its held-out embeddings (queries and documents) and the held-out
+    rows' texts as the base saw them (prompt + text), from the cache the recipe's head-only run filled."""
     recipe = parse_recipe(["--config", recipe_path, "--base_model", base_path, "--overwrite_output_dir", "true"])
     prepared = prepare_run(recipe)
     base = load_base(base_path)
@@ -61,7 +64,8 @@ def cached_table(recipe_path: str, base_path: str) -> tuple[SentenceTransformer,
     encoded = head_training.encode_once(base, str(Path(base_path).expanduser()), groups, cache_dir, batch_size=128)
     table = np.load(encoded.table_path, allow_pickle=False)
     heldout_rows = np.setdiff1d(np.arange(len(table)), encoded.train_rows)
-    return base, table[encoded.train_rows], table[heldout_rows]
+    keys = json.loads(encoded.texts_path.read_text(encoding="utf-8"))
+    return base, table[encoded.train_rows], table[heldout_rows], [keys[row] for row in heldout_rows]
 
 
 def tempered_whitening(train: np.ndarray, gamma: float, output_dim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,7 +87,7 @@ def tempered_whitening(train: np.ndarray, gamma: float, output_dim: int | None =
 
 
 def whiten(args: argparse.Namespace) -> None:
-    base, train, _ = cached_table(args.recipe, args.base)
+    base, train, _, _ = cached_table(args.recipe, args.base)
     for gamma in args.gammas:
         folder = Path(args.out) / (f"gamma-{gamma:g}" + (f"-{args.output_dim}d" if args.output_dim else ""))
         if (folder / "modules.json").is_file():
@@ -108,6 +112,17 @@ def apply_head(head: list[nn.Module], embeddings: np.ndarray) -> np.ndarray:
     return features["sentence_embedding"].numpy().astype(np.float64)
 
 
+def system_heads(specs: list[str], base: SentenceTransformer, base_path: str) -> Iterator[tuple[str, list[nn.Module]]]:
+    """Each ``NAME=PATH`` system's modules on top of the frozen base, one model in memory at a time; a model that
+    is not a head on it is an error."""
+    for spec in specs:
+        name, _, path = spec.partition("=")
+        head = head_of(SentenceTransformer(str(Path(path).expanduser()), device="cpu"), base)
+        if head is None:
+            raise SystemExit(f"{name}: {path} is not a head on the frozen base {base_path}.")
+        yield name, head
+
+
 def ndcg_by_system(reports: list[Path]) -> dict[tuple[str, str], float]:
     scores = {}
     for folder in reports:
@@ -118,16 +133,11 @@ def ndcg_by_system(reports: list[Path]) -> dict[tuple[str, str], float]:
 
 
 def frontier(args: argparse.Namespace) -> None:
-    base, _, heldout = cached_table(args.recipe, args.base)
+    base, _, heldout, _ = cached_table(args.recipe, args.base)
     scores = ndcg_by_system([Path(folder) for folder in args.reports])
     datasets = sorted({dataset for _, dataset in scores})
     rows = []
-    for spec in args.system:
-        name, _, path = spec.partition("=")
-        model = SentenceTransformer(str(Path(path).expanduser()), device="cpu")
-        head = head_of(model, base)
-        if head is None:
-            raise SystemExit(f"{name}: {path} is not a head on the frozen base {args.base}.")
+    for name, head in system_heads(args.system, base, args.base):
         report = isotropy_report(apply_head(head, heldout), sigreg_slices=1024)
         rows.append({"system": name, **{f"ndcg@10 {d}": scores.get((name, d), float("nan")) for d in datasets},
                      "n_heldout": report["n_samples"], **{figure: report[figure] for figure in FIGURES}})
@@ -143,6 +153,48 @@ def frontier(args: argparse.Namespace) -> None:
         print(" | ".join(f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in columns))
     plot(rows, datasets, out / "frontier.png")
     (out / "frontier.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+
+
+ROLE_FIGURES = ("mean_norm_excess", "variance_min", "variance_max", "cov_floor_ratio", "is_isotropic")
+
+
+def by_role(heldout: np.ndarray, keys: list[str], query_prefix: str) -> dict[str, float]:
+    """The held-out queries and documents apart: each role's isotropy, and where the mean of each mix lies.
+
+    SIGReg sees training batches of one query to two documents (a query, its positive, its negative), so a head
+    is centred on that mix; if the two roles' clouds have different means, the held-out sample, about one query
+    per document, sits off the origin by a share of the gap between them.
+    """
+    if not query_prefix:
+        raise ValueError("The base has no query prompt, so its held-out queries and documents cannot be told apart.")
+    is_query = np.array([key.startswith(query_prefix) for key in keys])
+    if is_query.all() or not is_query.any():
+        raise ValueError(f"The held-out sample needs both roles; it has {int(is_query.sum())} queries of {len(keys)}.")
+    queries, documents = heldout[is_query], heldout[~is_query]
+    query_mean, document_mean = queries.mean(axis=0), documents.mean(axis=0)
+    row: dict[str, float] = {
+        "n_queries": int(is_query.sum()), "n_documents": int((~is_query).sum()),
+        "mean_gap": float(np.linalg.norm(query_mean - document_mean)),
+        "mean_norm_heldout": float(np.linalg.norm(heldout.mean(axis=0))),
+        "mean_norm_1q_2d": float(np.linalg.norm((query_mean + 2 * document_mean) / 3)),
+    }
+    for role, cloud in (("queries", queries), ("documents", documents)):
+        report = isotropy_report(cloud, sigreg_slices=1024)
+        row.update({f"{role} {figure}": report[figure] for figure in ROLE_FIGURES})
+    return row
+
+
+def roles(args: argparse.Namespace) -> None:
+    base, _, heldout, keys = cached_table(args.recipe, args.base)
+    rows = []
+    for name, head in system_heads(args.system, base, args.base):
+        rows.append({"system": name, **by_role(apply_head(head, heldout), keys, base.prompts.get("query", ""))})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "roles.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    print(" | ".join(rows[0]))
+    for row in rows:
+        print(" | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
 
 
 def plot(rows: list[dict], datasets: list[str], path: Path) -> None:
@@ -176,7 +228,7 @@ def plot(rows: list[dict], datasets: list[str], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    for name in ("whiten", "frontier"):
+    for name in ("whiten", "frontier", "roles"):
         command = commands.add_parser(name)
         command.add_argument("--recipe", required=True, help="the head-only recipe the heads were trained with")
         command.add_argument("--base", required=True, help="its frozen base (local folder)")
@@ -184,12 +236,13 @@ def main() -> None:
     commands.choices["whiten"].add_argument("--gammas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0])
     commands.choices["whiten"].add_argument("--output-dim", type=int, default=None,
                                             help="keep only the top principal axes (default: full width)")
-    commands.choices["frontier"].add_argument("--system", action="append", required=True, metavar="NAME=PATH",
-                                              help="the name evaluate.py reported it under, and its model folder")
+    for name in ("frontier", "roles"):
+        commands.choices[name].add_argument("--system", action="append", required=True, metavar="NAME=PATH",
+                                            help="the name evaluate.py reported it under, and its model folder")
     commands.choices["frontier"].add_argument("--reports", nargs="+", required=True,
                                               help="evaluate.py output folders (rag_performance_comparison.csv)")
     args = parser.parse_args()
-    whiten(args) if args.command == "whiten" else frontier(args)
+    {"whiten": whiten, "frontier": frontier, "roles": roles}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@ A head-only model is the base's modules, unchanged, then a small head. Evaluatin
 DL19 would encode the same 16k documents five times with the same backbone (an hour each with EmbeddingGemma on a
 CPU). Here the backbone is replaced, for evaluation only, by :class:`MemoizedBase`, which asks the real base for a
 text's embedding the first time it is seen and looks it up afterwards; the memo is kept on disk, keyed by the base's
-folder fingerprint, its max_seq_length and the precision, so a later run reuses it. The result equals the full
-stack's output (same modules, same weights), up to batch padding noise.
+folder fingerprint, its max_seq_length and the precision, so a later run reuses it, and written every
+``save_every`` new texts, so a run killed an hour into a corpus keeps what the base had encoded. The result equals
+the full stack's output (same modules, same weights), up to batch padding noise.
 """
 
 from __future__ import annotations
@@ -28,18 +29,22 @@ from ragcun.io import atomic_write
 class MemoizedBase(InputModule):
     """Stands in for a frozen base: (prompt + text) → the base's embedding, encoded once, then looked up."""
 
-    def __init__(self, base: SentenceTransformer, memo_path: Path | None = None, batch_size: int = 32) -> None:
+    def __init__(self, base: SentenceTransformer, memo_path: Path | None = None, batch_size: int = 32,
+                 save_every: int = 512) -> None:
         super().__init__()
         self.__dict__["base"] = base  # not a submodule: its weights are not part of the head being evaluated
         self.memo_path = memo_path
         self.batch_size = batch_size
+        self.save_every = save_every
         self.keys: list[str] = []
         self.index: dict[str, int] = {}
         self.rows: list[np.ndarray] = []
         self.unsaved = 0
         if memo_path is not None and memo_path.is_file():
             with np.load(memo_path, allow_pickle=False) as saved:  # table and keys in one file, written at once
-                table, keys = saved["table"], [str(key) for key in saved["keys"]]
+                table = saved["table"]
+                keys = (json.loads(saved["keys_json"].tobytes().decode("utf-8")) if "keys_json" in saved.files
+                        else [str(key) for key in saved["keys"]])  # memos written before the keys were JSON
             if len(keys) == len(table):
                 self.keys, self.rows = keys, [table]
                 self.index = {key: row for row, key in enumerate(keys)}
@@ -64,6 +69,8 @@ class MemoizedBase(InputModule):
             self.unsaved += len(missing)
             self.table = torch.from_numpy(np.concatenate(self.rows))
             self.rows = [self.table.numpy()]
+            if self.unsaved >= self.save_every:
+                self.save_memo()
         return {"input_ids": torch.tensor([self.index[key] for key in keys], dtype=torch.long)}
 
     def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
@@ -80,7 +87,9 @@ class MemoizedBase(InputModule):
         if self.memo_path is None or not self.unsaved:
             return
         self.memo_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.memo_path, lambda tmp: np.savez(tmp, table=self.table.numpy(), keys=np.array(self.keys)))
+        # the keys as one UTF-8 JSON byte array: a fixed-width string array would pad every key to the longest text
+        keys_json = np.frombuffer(json.dumps(self.keys).encode("utf-8"), dtype=np.uint8)
+        atomic_write(self.memo_path, lambda tmp: np.savez(tmp, table=self.table.numpy(), keys_json=keys_json))
         self.unsaved = 0
 
     def save(self, output_path: str, *args: Any, **kwargs: Any) -> None:

@@ -43,6 +43,9 @@ class LeJEPALoss(nn.Module):
             extra encoding).
         anchor_scale: the factor bringing the base's unit vectors to unit average variance (√D for
             isotropic ones); None: estimated on each batch.
+        isotropy_by_role: test the queries (first column) and the documents (the other columns) against N(0, I)
+            apart, the mean of the two statistics, instead of their union: a model whose queries and documents
+            are two clouds with different means can pass the union's test as a mixture, never this one.
         **sigreg_options: SIGReg's shape-aware slices and cross-batch memory (``num_principal``,
             ``memory_size``, ``memory_max_age``, ``principal_horizon``, ``principal_refresh``; see
             :class:`SIGReg`, whose defaults apply; ``num_principal=0`` is LeJEPA's random slices alone).
@@ -62,6 +65,7 @@ class LeJEPALoss(nn.Module):
         lambda_anchor: float = 0.0,
         anchor_model: nn.Module | None = None,
         anchor_scale: float | None = None,
+        isotropy_by_role: bool = False,
         **sigreg_options: Any,
     ) -> None:
         super().__init__()
@@ -83,6 +87,7 @@ class LeJEPALoss(nn.Module):
         self.sigreg = SIGReg(num_slices=num_slices, num_knots=num_knots, t_max=t_max, seed=seed, **sigreg_options)
         self.lambda_anchor = lambda_anchor
         self.anchor_scale = anchor_scale
+        self.isotropy_by_role = isotropy_by_role
         # a plain attribute, not a submodule: the teacher is neither trained nor saved with the loss
         self.__dict__["anchor_model"] = anchor_model
 
@@ -114,7 +119,12 @@ class LeJEPALoss(nn.Module):
                 embeddings, labels
             )
         if self.lambda_isotropy > 0:
-            parts["sigreg"] = self.lambda_isotropy * self.sigreg(torch.cat(embeddings, dim=0))
+            if self.isotropy_by_role and len(embeddings) > 1:
+                # queries (the first column) and documents (the rest) tested apart: each must be N(0, I) on its own
+                statistic = (self.sigreg(embeddings[0]) + self.sigreg(torch.cat(embeddings[1:], dim=0))) / 2
+            else:
+                statistic = self.sigreg(torch.cat(embeddings, dim=0))
+            parts["sigreg"] = self.lambda_isotropy * statistic
         return parts
 
     def get_config_dict(self) -> dict[str, Any]:
@@ -125,6 +135,7 @@ class LeJEPALoss(nn.Module):
             "gather_across_devices": self.contrastive._gather_setting,
             "lambda_anchor": self.lambda_anchor,
             "anchor_scale": self.anchor_scale,
+            "isotropy_by_role": self.isotropy_by_role,
             **self.sigreg.get_config_dict(),
         }
 

@@ -113,6 +113,11 @@ class LossArguments:
         "Embeddings the principal directions are estimated over; unset: 2 x dim.",
     )
     principal_refresh: int = option(1, "Steps between re-estimates of the principal directions.")
+    isotropy_by_role: bool = option(
+        False,
+        "SIGReg on the queries (anchor column) and on the documents (the other columns) apart, the mean of the "
+        "two, instead of on their union: each role N(0, I) on its own, so no gap between their means.",
+    )
     mnrl_scale: float = option(1.0, "Logit scale per unit of L2 distance.")
     lambda_anchor: float = option(
         0.0,

@@ -321,7 +321,8 @@ def run_training(recipe: Recipe, prepared: PreparedRun | None = None) -> dict[st
         args.prompts = _column_prompts(model, train_dataset.column_names)
 
     loss_kwargs = dict(lambda_contrastive=loss_args.lambda_contrastive, lambda_isotropy=loss_args.lambda_isotropy,
-                       scale=loss_args.mnrl_scale, seed=args.seed, **loss_args.sigreg_kwargs())
+                       scale=loss_args.mnrl_scale, seed=args.seed, isotropy_by_role=loss_args.isotropy_by_role,
+                       **loss_args.sigreg_kwargs())
     if loss_args.lambda_anchor > 0 and head_only is not None:  # the cached lookup is the frozen base
         loss_kwargs.update(lambda_anchor=loss_args.lambda_anchor, anchor_model=model[0],
                            anchor_scale=loss_args.anchor_scale or head_only.base_scale)

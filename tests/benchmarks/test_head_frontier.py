@@ -48,3 +48,28 @@ def test_gamma_tempers_the_spectrum_and_keeps_unit_average_variance() -> None:
     a, b, c = train[:3]
     ratio = np.linalg.norm(weight.double().numpy() @ (a - b)) / np.linalg.norm(weight.double().numpy() @ (a - c))
     assert ratio == pytest.approx(np.linalg.norm(a - b) / np.linalg.norm(a - c), rel=1e-5)
+
+
+def test_by_role_separates_queries_from_documents_and_finds_the_training_mix_centred() -> None:
+    """Queries and documents N(0, I) each, their means apart: centred on the 1:2 mix, off-centre on a 1:1 sample."""
+    rng = np.random.default_rng(1)
+    gap = np.zeros(8)
+    gap[0] = 3.0
+    queries = rng.normal(size=(3000, 8)) - 2 * gap / 3
+    documents = rng.normal(size=(3000, 8)) + gap / 3
+    keys = [f"query: q{i}" for i in range(3000)] + [f"text: d{i}" for i in range(3000)]
+    row = head_frontier.by_role(np.concatenate([queries, documents]), keys, "query: ")
+    assert (row["n_queries"], row["n_documents"]) == (3000, 3000)
+    assert row["mean_gap"] == pytest.approx(3.0, abs=0.1)
+    assert row["mean_norm_1q_2d"] < 0.1
+    assert row["mean_norm_heldout"] == pytest.approx(0.5, abs=0.1)  # half-way between the two means
+    assert row["queries is_isotropic"] == 0.0  # its mean is 2 units off the origin
+    assert row["documents variance_min"] > 0.9 and row["documents variance_max"] < 1.1
+
+
+def test_by_role_needs_a_query_prompt_and_both_roles() -> None:
+    embeddings = np.zeros((4, 3))
+    with pytest.raises(ValueError, match="no query prompt"):
+        head_frontier.by_role(embeddings, ["a", "b", "c", "d"], "")
+    with pytest.raises(ValueError, match="both roles"):
+        head_frontier.by_role(embeddings, ["q: a", "q: b", "q: c", "q: d"], "q: ")

@@ -18,6 +18,29 @@ def test_parts_are_weighted_terms() -> None:
     assert parts["sigreg"].item() == pytest.approx(0.2 * sigreg.item())
 
 
+def test_isotropy_by_role_tests_queries_and_documents_apart() -> None:
+    columns = [torch.randn(8, 16, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    loss = LeJEPALoss(nn.Identity(), lambda_isotropy=0.2, num_slices=64, seed=4, num_principal=0, isotropy_by_role=True)
+    parts = loss.compute_loss_from_embeddings(columns, None)
+    sigreg = SIGReg(num_slices=64, seed=4, num_principal=0)  # the same draws, call for call
+    expected = (sigreg(columns[0]) + sigreg(torch.cat(columns[1:]))) / 2
+    assert parts["sigreg"].item() == pytest.approx(0.2 * expected.item())
+    assert loss.get_config_dict()["isotropy_by_role"] is True
+
+
+def test_a_cloud_gaussian_only_as_a_mix_of_its_roles_fails_the_test_by_role() -> None:
+    """N(0, I) split at the median of one axis: the union is N(0, I), each role is a half-normal."""
+    cloud = torch.randn(4000, 4, generator=torch.Generator().manual_seed(0))
+    cloud = cloud[cloud[:, 0].argsort()]
+    queries, documents = cloud[:2000], cloud[2000:]
+    statistic = {}
+    for by_role in (False, True):
+        loss = LeJEPALoss(nn.Identity(), lambda_contrastive=0, lambda_isotropy=1.0, num_slices=256, seed=1,
+                          num_principal=0, isotropy_by_role=by_role)
+        statistic[by_role] = loss.compute_loss_from_embeddings([queries, documents])["sigreg"].item()
+    assert statistic[False] < 3 and statistic[True] > 10 * statistic[False]
+
+
 def test_zero_lambda_drops_the_term() -> None:
     columns = [torch.randn(4, 8), torch.randn(4, 8)]
     assert set(LeJEPALoss(nn.Identity(), lambda_isotropy=0).compute_loss_from_embeddings(columns)) == {"contrastive"}

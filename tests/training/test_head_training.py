@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -151,7 +152,7 @@ def deep_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pairs = tmp / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({"query": r["query"] + " ?", "pos": r["pos"]}) + "\n" for r in rows[:120]))
     recipe = head_recipe(tmp, train_data=[str(TRIPLETS), str(pairs)], max_samples=None, mine_hard_negatives=1,
-                         mine_relative_margin=None, head_layers=2, lambda_anchor=0.5)
+                         mine_relative_margin=None, head_layers=2, lambda_anchor=0.5, isotropy_by_role=True)
     result = run_train(["--config", str(recipe)])
     assert result.returncode == 0, result.stderr[-3000:]
     return tmp
@@ -173,6 +174,7 @@ def test_deep_head_with_the_anchor_and_mined_negatives(deep_run: Path) -> None:
     head = list(model)[len(base):]
     assert [type(m.activation_function).__name__ for m in head] == ["Tanh", "Identity"]
     assert model.encode(["planets orbit the sun"]).shape == (1, 32)
+    assert "isotropy_by_role: true" in (deep_run / "run" / "recipe.yaml").read_text()  # the run's recorded recipe
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -250,6 +252,26 @@ def test_heads_evaluate_on_a_memoized_base(head_run: Path, tmp_path: Path) -> No
     assert len(itself) == 1 and itself.similarity_fn_name == base.similarity_fn_name
     assert torch.allclose(itself.encode(texts, prompt_name="query", convert_to_tensor=True),
                           encode(texts, prompt_name="query", convert_to_tensor=True), atol=1e-5)
+
+
+def test_the_memo_saves_itself_as_it_grows_and_reads_the_older_format(head_run: Path, tmp_path: Path) -> None:
+    """A killed evaluation keeps what the base encoded: the memo is written every ``save_every`` new texts (keys as
+    compact JSON); memos written with a fixed-width key array still load."""
+    from ragcun.encoding.memoized_base import MemoizedBase
+
+    base = SentenceTransformer(str(head_run / "run" / "tiny-base"))
+    path = tmp_path / "base.memo.npz"
+    memo = MemoizedBase(base, path, save_every=2)
+    stack = SentenceTransformer(modules=[memo], device="cpu")
+    texts = ["planets orbit the sun", "bread needs yeast to rise", "jazz uses improvisation"]
+    stack.encode(texts, batch_size=3)  # no save_memo(): three new texts passed save_every
+    with np.load(path, allow_pickle=False) as saved:
+        assert set(saved.files) == {"table", "keys_json"} and saved["table"].shape[0] == 3
+    assert MemoizedBase(base, path).keys == memo.keys
+    old = tmp_path / "old.memo.npz"
+    np.savez(old, table=memo.table.numpy(), keys=np.array(memo.keys))  # the format before keys_json
+    reread = MemoizedBase(base, old)
+    assert reread.keys == memo.keys and torch.equal(reread.table, memo.table)
 
 
 def test_the_cache_defaults_to_the_users_cache_folder(tmp_path: Path, monkeypatch) -> None:

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The EmbeddingGemma head variants of docs/results.md, one after another, then their evaluation and the frontier.
+# Every run is recipes/embeddinggemma-head-mixed.yaml plus the overrides below. The first run encodes the recipe's
+# training and held-out texts once (hours with EmbeddingGemma on 2 CPU cores, in resumable shards); the others read
+# that cache and train in minutes. The evaluation encodes SciFact, DL19 and STS-B once through the frozen base's memo
+# (another ~hour), shared by every system.
+#   bash recipes/embeddinggemma-head-variants.sh [RUNS_DIR] [REPORTS_DIR]
+set -euo pipefail
+RUNS=${1:-output/embeddinggemma-head-mixed}
+REPORTS=${2:-$RUNS/reports}
+PY=${PYTHON:-python}
+BASE=${EMBEDDINGGEMMA:-$HOME/.cache/ragcun/embeddinggemma-300m}   # ../shared/tools/get-embeddinggemma.sh puts it here
+RECIPE=recipes/embeddinggemma-head-mixed.yaml
+DATA=../shared/data
+mkdir -p "$RUNS"
+
+# sigreg-random is the recipe as committed (the MiniLM recommendation); mnrl, sigreg and deep-sigreg-anchor are the
+# MiniLM page's contrasts; the *-by-role runs test queries and documents against N(0, I) apart (EmbeddingGemma's
+# two roles, under their two prompts, are clouds with different means).
+declare -A VARIANTS=(
+  [sigreg-random]=""
+  [mnrl]="--lambda_isotropy 0"
+  [sigreg]="--num_principal 64"
+  [deep-sigreg-anchor]="--num_principal 64 --lambda_anchor 1.0 --head_layers 2"
+  [sigreg-random-by-role]="--isotropy_by_role true"
+  [sigreg-by-role]="--num_principal 64 --isotropy_by_role true"
+)
+ORDER=(sigreg-random mnrl sigreg deep-sigreg-anchor sigreg-random-by-role sigreg-by-role)
+
+for name in "${ORDER[@]}"; do
+  if [ -f "$RUNS/$name/final/modules.json" ]; then echo "$name: trained"; continue; fi
+  # shellcheck disable=SC2086
+  $PY train.py --config "$RECIPE" --base_model "$BASE" ${VARIANTS[$name]} --output_dir "$RUNS/$name" \
+      > "$RUNS/$name.log" 2>&1
+  echo "$name: trained"
+done
+
+# The post-hoc alternative: the base's embeddings whitened with tempered eigenvalues, on the heads' 512 axes.
+$PY benchmarks/head_frontier.py whiten --recipe "$RECIPE" --base "$BASE" --out "$RUNS/whitening" --output-dim 512
+
+# The held-out queries and documents apart: each role's isotropy, and the gap between their means.
+$PY benchmarks/head_frontier.py roles --recipe "$RECIPE" --base "$BASE" --out "$RUNS/roles" \
+    $(for name in "${ORDER[@]}"; do echo --system "$name=$RUNS/$name/final"; done) \
+    --system "gamma-0-512d=$RUNS/whitening/gamma-0-512d" --system "gamma-1-512d=$RUNS/whitening/gamma-1-512d" \
+    > "$RUNS/roles.log" 2>&1
+
+MODELS=()
+SYSTEMS=()
+for gamma in 0 0.25 0.5 1; do
+  MODELS+=(--model "$RUNS/whitening/gamma-$gamma-512d" --name "gamma-$gamma-512d")
+  SYSTEMS+=(--system "gamma-$gamma-512d=$RUNS/whitening/gamma-$gamma-512d")
+done
+for name in "${ORDER[@]}"; do
+  MODELS+=(--model "$RUNS/$name/final" --name "$name")
+  SYSTEMS+=(--system "$name=$RUNS/$name/final")
+done
+mkdir -p "$REPORTS"
+# SciFact (with STS-B) first, then DL19: each corpus is encoded by the base once, for every system; the frontier is
+# drawn after each, from the reports there are so far.
+REPORTED=()
+for data in scifact trec-dl19-passage; do
+  $PY evaluate.py "${MODELS[@]}" --baseline "$BASE" --name embeddinggemma-base --frozen-base "$BASE" \
+      --data "$DATA/$data" --max-seq-length 256 --output-dir "$REPORTS/$data" > "$REPORTS-$data.log" 2>&1
+  $PY benchmarks/paired_ndcg.py --data "$DATA/$data" --max-seq-length 256 --system "embeddinggemma-base=$BASE" \
+      "${SYSTEMS[@]}" > "$REPORTS/paired-$data.txt"
+  if [ "$data" = scifact ]; then
+    $PY evaluate.py "${MODELS[@]}" --baseline "$BASE" --name embeddinggemma-base --frozen-base "$BASE" \
+        --sts "$DATA/stsbenchmark" --max-seq-length 256 --output-dir "$REPORTS/sts" > "$REPORTS-sts.log" 2>&1
+  fi
+  REPORTED+=("$REPORTS/$data")
+  $PY benchmarks/head_frontier.py frontier --recipe "$RECIPE" --base "$BASE" "${SYSTEMS[@]}" \
+      --reports "${REPORTED[@]}" --out "$REPORTS/frontier" > "$REPORTS/frontier.log" 2>&1
+done
