@@ -44,8 +44,9 @@ class LeJEPALoss(nn.Module):
         anchor_scale: the factor bringing the base's unit vectors to unit average variance (√D for
             isotropic ones); None: estimated on each batch.
         isotropy_by_role: test the queries (first column) and the documents (the other columns) against N(0, I)
-            apart, the mean of the two statistics, instead of their union: a model whose queries and documents
-            are two clouds with different means can pass the union's test as a mixture, never this one.
+            apart, the mean of the two statistics, instead of their union: when queries and documents form two
+            clouds with different means, the union can look centred as a mixture, while each role's test sees its
+            own offset.
         **sigreg_options: SIGReg's shape-aware slices and cross-batch memory (``num_principal``,
             ``memory_size``, ``memory_max_age``, ``principal_horizon``, ``principal_refresh``; see
             :class:`SIGReg`, whose defaults apply; ``num_principal=0`` is LeJEPA's random slices alone).

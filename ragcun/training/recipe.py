@@ -116,7 +116,8 @@ class LossArguments:
     isotropy_by_role: bool = option(
         False,
         "SIGReg on the queries (anchor column) and on the documents (the other columns) apart, the mean of the "
-        "two, instead of on their union: each role N(0, I) on its own, so no gap between their means.",
+        "two, instead of on their union: each role is pushed to N(0, I) on its own, which also closes the gap "
+        "between the two roles' means.",
     )
     mnrl_scale: float = option(1.0, "Logit scale per unit of L2 distance.")
     lambda_anchor: float = option(
