@@ -3,7 +3,8 @@
 # Every run is recipes/embeddinggemma-head-mixed.yaml plus the overrides below. The first run encodes the recipe's
 # training and held-out texts once (hours with EmbeddingGemma on 2 CPU cores, in resumable shards); the others read
 # that cache and train in minutes. The evaluation encodes SciFact, DL19 and STS-B once through the frozen base's memo
-# (another ~hour), shared by every system.
+# (hours again: SciFact's abstracts alone are over an hour), shared by every system; the memo is saved as it grows,
+# so a stopped evaluation resumes.
 #   bash recipes/embeddinggemma-head-variants.sh [RUNS_DIR] [REPORTS_DIR]
 set -euo pipefail
 RUNS=${1:-output/embeddinggemma-head-mixed}
