@@ -161,9 +161,9 @@ ROLE_FIGURES = ("mean_norm_excess", "variance_min", "variance_max", "cov_floor_r
 def by_role(heldout: np.ndarray, keys: list[str], query_prefix: str) -> dict[str, float]:
     """The held-out queries and documents apart: each role's isotropy, and where the mean of each mix lies.
 
-    SIGReg sees training batches of one query to two documents (a query, its positive, its negative), so a head
-    is centred on that mix; if the two roles' clouds have different means, the held-out sample, about one query
-    per document, sits off the origin by a share of the gap between them.
+    When the two roles' clouds have different means no single N(0, I) holds both: each role sits off the origin, and
+    where a sample of both lies depends on its mix. SIGReg on the union sees training batches of one query to two
+    documents (a query, its positive, its negative); the held-out sample has about one query per document.
     """
     if not query_prefix:
         raise ValueError("The base has no query prompt, so its held-out queries and documents cannot be told apart.")
