@@ -38,6 +38,7 @@ from torch import nn
 
 from ragcun.encoding.cache import DEFAULT_CACHE_DIR
 from ragcun.encoding.memoized_base import head_of
+from ragcun.encoding.precision import PRECISION_CHOICES, resolve_precision
 from ragcun.isotropy import isotropy_report
 from ragcun.model import load_base
 from ragcun.training import head as head_training
@@ -48,10 +49,14 @@ FIGURES = ("cov_floor_ratio", "mean_norm_excess", "variance_min", "variance_max"
            "is_isotropic")
 
 
-def cached_table(recipe_path: str, base_path: str) -> tuple[SentenceTransformer, np.ndarray, np.ndarray, list[str]]:
+def cached_table(recipe_path: str, base_path: str, encode_precision: str | None = None
+                 ) -> tuple[SentenceTransformer, np.ndarray, np.ndarray, list[str]]:
     """The frozen base, its training embeddings, its held-out embeddings (queries and documents) and the held-out
-    rows' texts as the base saw them (prompt + text), from the cache the recipe's head-only run filled."""
-    recipe = parse_recipe(["--config", recipe_path, "--base_model", base_path, "--overwrite_output_dir", "true"])
+    rows' texts as the base saw them (prompt + text), from the cache the recipe's head-only run filled (at the
+    recipe's encode_precision unless given, as the heads were trained with ``--encode_precision``)."""
+    overrides = ["--encode_precision", encode_precision] if encode_precision else []
+    recipe = parse_recipe(["--config", recipe_path, "--base_model", base_path, "--overwrite_output_dir", "true",
+                           *overrides])
     prepared = prepare_run(recipe)
     base = load_base(base_path)
     if recipe.model.max_seq_length is not None:
@@ -61,7 +66,9 @@ def cached_table(recipe_path: str, base_path: str) -> tuple[SentenceTransformer,
                       if {"query", "document"} <= set(prompts) else None)
     groups = head_training.text_groups(prepared.train_dataset, prepared.eval_dataset, column_prompts, prompts)
     cache_dir = Path(recipe.model.embedding_cache_dir or DEFAULT_CACHE_DIR)
-    encoded = head_training.encode_once(base, str(Path(base_path).expanduser()), groups, cache_dir, batch_size=128)
+    precision = resolve_precision(recipe.model.encode_precision, "cpu")
+    encoded = head_training.encode_once(base, str(Path(base_path).expanduser()), groups, cache_dir, batch_size=128,
+                                        precision=precision)
     table = np.load(encoded.table_path, allow_pickle=False)
     heldout_rows = np.setdiff1d(np.arange(len(table)), encoded.train_rows)
     keys = json.loads(encoded.texts_path.read_text(encoding="utf-8"))
@@ -87,7 +94,7 @@ def tempered_whitening(train: np.ndarray, gamma: float, output_dim: int | None =
 
 
 def whiten(args: argparse.Namespace) -> None:
-    base, train, _, _ = cached_table(args.recipe, args.base)
+    base, train, _, _ = cached_table(args.recipe, args.base, args.encode_precision)
     for gamma in args.gammas:
         folder = Path(args.out) / (f"gamma-{gamma:g}" + (f"-{args.output_dim}d" if args.output_dim else ""))
         if (folder / "modules.json").is_file():
@@ -133,7 +140,7 @@ def ndcg_by_system(reports: list[Path]) -> dict[tuple[str, str], float]:
 
 
 def frontier(args: argparse.Namespace) -> None:
-    base, _, heldout, _ = cached_table(args.recipe, args.base)
+    base, _, heldout, _ = cached_table(args.recipe, args.base, args.encode_precision)
     scores = ndcg_by_system([Path(folder) for folder in args.reports])
     datasets = sorted({dataset for _, dataset in scores})
     rows = []
@@ -185,7 +192,7 @@ def by_role(heldout: np.ndarray, keys: list[str], query_prefix: str) -> dict[str
 
 
 def roles(args: argparse.Namespace) -> None:
-    base, _, heldout, keys = cached_table(args.recipe, args.base)
+    base, _, heldout, keys = cached_table(args.recipe, args.base, args.encode_precision)
     rows = []
     for name, head in system_heads(args.system, base, args.base):
         rows.append({"system": name, **by_role(apply_head(head, heldout), keys, base.prompts.get("query", ""))})
@@ -233,6 +240,8 @@ def main() -> None:
         command.add_argument("--recipe", required=True, help="the head-only recipe the heads were trained with")
         command.add_argument("--base", required=True, help="its frozen base (local folder)")
         command.add_argument("--out", required=True)
+        command.add_argument("--encode-precision", choices=PRECISION_CHOICES, default=None,
+                             help="the precision the heads' run encoded in (default: the recipe's encode_precision)")
     commands.choices["whiten"].add_argument("--gammas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0])
     commands.choices["whiten"].add_argument("--output-dim", type=int, default=None,
                                             help="keep only the top principal axes (default: full width)")

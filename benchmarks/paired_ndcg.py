@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ragcun.encoding.precision import PRECISIONS
+from ragcun.encoding.precision import PRECISION_CHOICES, resolve_precision
 from ragcun.evaluation.beir import load_beir
 from ragcun.evaluation.metrics import ndcg_per_query, rank
 from ragcun.evaluation.reports import embedding_key, encode_dataset, load_for_evaluation, model_similarity
@@ -29,10 +29,12 @@ def main() -> None:
     parser.add_argument("--system", action="append", required=True, metavar="NAME=PATH",
                         help="the name evaluate.py reported it under, and its model; the first is the reference")
     parser.add_argument("--max-seq-length", type=int, default=None)
-    parser.add_argument("--precision", default="float32", choices=PRECISIONS)
+    parser.add_argument("--precision", default="float32", choices=PRECISION_CHOICES,
+                        help="as evaluate.py encoded (auto: bfloat16 where the CPU computes it natively)")
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "ragcun" / "embeddings")
     parser.add_argument("--resamples", type=int, default=10_000)
     args = parser.parse_args()
+    args.precision = resolve_precision(args.precision, "cpu")
     systems = []
     for spec in args.system:
         name, separator, path = spec.partition("=")

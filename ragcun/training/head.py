@@ -27,6 +27,7 @@ from torch import nn
 
 from ragcun.cached_input import CachedEmbeddings
 from ragcun.encoding.cache import cache_key, encode_cached
+from ragcun.encoding.precision import precision_tag, set_encoding_precision
 from ragcun.identity import folder_fingerprint
 from ragcun.io import atomic_write, atomic_write_text
 from ragcun.model import fit_projection
@@ -83,35 +84,49 @@ class EncodedTexts:
     train_rows: np.ndarray  # rows of the table that hold training texts (the head's init is fitted on those)
 
 
+def frozen_base_id(base_path: str, precision: str) -> str:
+    """What the cache knows the frozen base by: its folder fingerprint and, beyond float32, the precision it
+    encoded in (bfloat16 embeddings never stand in for float32 ones, or back)."""
+    return f"{folder_fingerprint(base_path)}|frozen-base{precision_tag(precision, '|')}"
+
+
 def encode_own_shards(base: SentenceTransformer, base_path: str, groups: TextGroups, cache_dir: Path,
-                      batch_size: int, process_index: int, num_processes: int) -> None:
+                      batch_size: int, process_index: int, num_processes: int, precision: str = "float32") -> None:
     """This process's share of every group's missing shards (see ``encode_cached``): under ``accelerate launch``
     N processes encode the texts N times faster; :func:`encode_once` then joins them."""
-    model_id = f"{folder_fingerprint(base_path)}|frozen-base"
-    for split_groups in (groups.train, groups.heldout):
-        for prompt_name, texts in split_groups.items():
-            encode_cached(base, model_id, texts, prompt_name, Path(cache_dir).expanduser().resolve(),
-                          batch_size=batch_size, process_share=(process_index, num_processes))
+    model_id = frozen_base_id(base_path, precision)
+    set_encoding_precision(base, precision)
+    try:
+        for split_groups in (groups.train, groups.heldout):
+            for prompt_name, texts in split_groups.items():
+                encode_cached(base, model_id, texts, prompt_name, Path(cache_dir).expanduser().resolve(),
+                              batch_size=batch_size, process_share=(process_index, num_processes))
+    finally:
+        set_encoding_precision(base, "float32")
 
 
 def encode_once(base: SentenceTransformer, base_path: str, groups: TextGroups, cache_dir: Path,
-                batch_size: int) -> EncodedTexts:
-    """The frozen base's embeddings of every group, encoded as at inference (``encode(prompt_name=...)``) and
-    cached by evaluate.py's ``encode_cached`` (keyed by the base's folder fingerprint, the texts, the prompt and
-    max_seq_length, in resumable shards), then joined into one lookup table keyed by the exact string the
-    model's preprocessing receives: prompt + text."""
-    model_id = f"{folder_fingerprint(base_path)}|frozen-base"
+                batch_size: int, precision: str = "float32") -> EncodedTexts:
+    """The frozen base's embeddings of every group, encoded as at inference (``encode(prompt_name=...)``, the
+    transformer in ``precision``) and cached by evaluate.py's ``encode_cached`` (keyed by the base's folder
+    fingerprint and precision, the texts, the prompt and max_seq_length, in resumable shards), then joined into one
+    lookup table keyed by the exact string the model's preprocessing receives: prompt + text."""
+    model_id = frozen_base_id(base_path, precision)
     cache_dir = Path(cache_dir).expanduser().resolve()
     keys: list[str] = []
     parts: list[np.ndarray] = []
     train_keys: set[str] = set()
-    for split, split_groups in (("train", groups.train), ("heldout", groups.heldout)):
-        for prompt_name, texts in split_groups.items():
-            prefix = base.prompts.get(prompt_name or base.default_prompt_name or "", "")
-            parts.append(encode_cached(base, model_id, texts, prompt_name, cache_dir, batch_size=batch_size))
-            keys += [prefix + text for text in texts]
-            if split == "train":
-                train_keys.update(prefix + text for text in texts)
+    set_encoding_precision(base, precision)
+    try:
+        for split, split_groups in (("train", groups.train), ("heldout", groups.heldout)):
+            for prompt_name, texts in split_groups.items():
+                prefix = base.prompts.get(prompt_name or base.default_prompt_name or "", "")
+                parts.append(encode_cached(base, model_id, texts, prompt_name, cache_dir, batch_size=batch_size))
+                keys += [prefix + text for text in texts]
+                if split == "train":
+                    train_keys.update(prefix + text for text in texts)
+    finally:
+        set_encoding_precision(base, "float32")  # the saved stack encodes as released
     table = np.concatenate(parts)
     digest = cache_key(model_id, keys, None, base.max_seq_length)
     table_path, texts_path = cache_dir / f"{digest}.table.npy", cache_dir / f"{digest}.texts.json"

@@ -19,6 +19,7 @@ import yaml
 from sentence_transformers import SentenceTransformerTrainingArguments
 from transformers import HfArgumentParser
 
+from ragcun.encoding.precision import PRECISION_CHOICES
 from ragcun.losses import SIGReg
 from ragcun.model import DEFAULT_BASE_MODEL, PROJECTION_INITS
 
@@ -54,6 +55,13 @@ class ModelArguments:
         "train_head_only: Dense layers in the head. 1: one linear projection; more: that many - 1 "
         "square Dense + Tanh layers before it, initialised near-linear (standard modules only).",
     )
+    encode_precision: str = option(
+        "float32",
+        "train_head_only: the precision the frozen base encodes the training texts in: float32, bfloat16 (the "
+        "transformer under autocast; several times faster where the CPU computes bfloat16 natively, e.g. "
+        "AVX512-BF16 or AMX, and several times slower where it does not) or auto (bfloat16 only where native). "
+        "Part of the cache key; evaluate.py --precision is its counterpart.",
+    )
     embedding_cache_dir: str | None = option(
         None,
         "Where train_head_only caches embeddings (default ~/.cache/ragcun/embeddings, "
@@ -74,6 +82,12 @@ class ModelArguments:
             raise ValueError(f"init must be one of {', '.join(PROJECTION_INITS)}, got {self.init!r}.")
         if self.freeze_layers < 0:
             raise ValueError(f"freeze_layers must be >= 0, got {self.freeze_layers}.")
+        if self.encode_precision not in PRECISION_CHOICES:
+            raise ValueError(f"encode_precision must be one of {', '.join(PRECISION_CHOICES)}, "
+                             f"got {self.encode_precision!r}.")
+        if self.encode_precision != "float32" and not self.train_head_only:
+            raise ValueError("encode_precision is a head-only option (the frozen base's one encoding): set "
+                             "train_head_only true, or train the backbone in bfloat16 with bf16: true.")
         if self.head_layers < 1:
             raise ValueError(f"head_layers must be a positive integer, got {self.head_layers}.")
         if self.head_layers > 1 and not self.train_head_only:

@@ -26,6 +26,7 @@ from sentence_transformers import SentenceTransformer, SentenceTransformerTraine
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ragcun.encoding.cache import DEFAULT_CACHE_DIR
+from ragcun.encoding.precision import resolve_precision
 from ragcun.io import atomic_write_text, write_folder_atomically
 from ragcun.isotropy import isotropy_figures
 from ragcun.losses import CachedLeJEPALoss, LeJEPALoss, MNRLGORLoss
@@ -240,14 +241,16 @@ def _head_only_model(base: SentenceTransformer, base_path: str, recipe: Recipe, 
     groups = head_training.text_groups(train_dataset, eval_dataset, column_prompts, prompts)
     cache_dir = Path(model_args.embedding_cache_dir or DEFAULT_CACHE_DIR)
     base_path = str(Path(base_path).expanduser())
+    precision = resolve_precision(model_args.encode_precision, base.device.type)
+    print(f"frozen base encodes in {precision}", flush=True)
     if args.world_size > 1:
         # each process encodes its share of the shards; all of them are on disk before the main process joins them
         head_training.encode_own_shards(base, base_path, groups, cache_dir, args.per_device_eval_batch_size,
-                                        args.process_index, args.world_size)
+                                        args.process_index, args.world_size, precision)
         torch.distributed.barrier()
     with args.main_process_first(desc="joining the frozen base's embeddings"):
         encoded = head_training.encode_once(base, base_path, groups, cache_dir,
-                                            batch_size=args.per_device_eval_batch_size)
+                                            batch_size=args.per_device_eval_batch_size, precision=precision)
     if resume is not None:
         head_training.check_same_table(Path(resume), encoded)
     lookup = head_training.lookup_model(base, encoded)

@@ -86,6 +86,28 @@ def test_cache_is_reused_and_keyed_by_sequence_length(head_run: Path, tmp_path: 
     assert len(after) > len(before) and all(after[name] == stamp for name, stamp in before.items())
 
 
+def test_bfloat16_encoding_is_cached_apart_and_the_base_stays_float32(head_run: Path, tmp_path: Path) -> None:
+    """encode_precision: the frozen base's bfloat16 embeddings get their own cache entries (never read back as
+    float32 ones), stay close to float32's, and the base is back in float32 afterwards (the saved stack encodes as
+    released)."""
+    from ragcun.training.head import TextGroups, encode_once
+
+    base_dir = str(head_run / "run" / "tiny-base")
+    base = SentenceTransformer(base_dir)
+    groups = TextGroups(train={"query": ["planets orbit the sun", "why does bread rise"]},
+                        heldout={"document": ["yeast makes bread rise", "jazz uses improvisation"]})
+    single = encode_once(base, base_dir, groups, tmp_path, batch_size=4)
+    half = encode_once(base, base_dir, groups, tmp_path, batch_size=4, precision="bfloat16")
+    assert half.table_path != single.table_path
+    assert len(list(tmp_path.glob("*.table.npy"))) == 2
+    full, reduced = (np.load(encoded.table_path) for encoded in (single, half))
+    assert not np.array_equal(full, reduced)  # really encoded in bfloat16
+    cosines = (full * reduced).sum(1) / np.linalg.norm(full, axis=1) / np.linalg.norm(reduced, axis=1)
+    assert cosines.min() > 0.99
+    assert "forward" not in vars(base[0])  # the autocast wrapper is gone
+    assert np.allclose(base.encode(["planets orbit the sun"], prompt_name="query"), full[:1], atol=1e-5)
+
+
 def test_resume_continues_from_a_head_only_checkpoint(head_run: Path, tmp_path: Path) -> None:
     """The checkpoint names its lookup module by the path every ragcun version wrote (resuming finds the class by
     that name, so moving it would strand earlier checkpoints)."""
@@ -181,6 +203,8 @@ def test_deep_head_with_the_anchor_and_mined_negatives(deep_run: Path) -> None:
     (dict(lambda_anchor=0.5), "lambda_anchor keeps the frozen base's ranking and needs train_head_only"),
     (dict(head_layers=2), "head_layers > 1 is a head-only option"),
     (dict(mine_hard_negatives=-1), "mine_hard_negatives must be >= 0"),
+    (dict(encode_precision="bfloat16"), "encode_precision is a head-only option"),
+    (dict(encode_precision="bf16"), "encode_precision must be one of float32, bfloat16, auto"),
 ])
 def test_head_options_are_refused_outside_head_only(tmp_path: Path, overrides: dict, message: str) -> None:
     from ragcun.training.recipe import parse_recipe
