@@ -42,18 +42,24 @@ from ragcun.encoding.precision import PRECISION_CHOICES, resolve_precision
 from ragcun.isotropy import isotropy_report
 from ragcun.model import load_base
 from ragcun.training import head as head_training
-from ragcun.training.recipe import parse_recipe
-from ragcun.training.run import prepare_run
+from ragcun.training.data import load_training_data
+from ragcun.training.recipe import Recipe, parse_recipe
+from ragcun.training.run import check_before_loading, prepare_run
 
 FIGURES = ("cov_floor_ratio", "mean_norm_excess", "variance_min", "variance_max", "offdiag_corr_excess", "sigreg",
            "is_isotropic")
 
 
-def cached_table(recipe_path: str, base_path: str, encode_precision: str | None = None
+def cached_table(recipe_path: str, base_path: str, encode_precision: str | None = None, heldout_texts: int = 0
                  ) -> tuple[SentenceTransformer, np.ndarray, np.ndarray, list[str]]:
     """The frozen base, its training embeddings, its held-out embeddings (queries and documents) and the held-out
     rows' texts as the base saw them (prompt + text), from the cache the recipe's head-only run filled (at the
-    recipe's encode_precision unless given, as the heads were trained with ``--encode_precision``)."""
+    recipe's encode_precision unless given, as the heads were trained with ``--encode_precision``).
+
+    ``heldout_texts`` above the recipe's held-out sample tops it up with rows the recipe never drew (see
+    :func:`unseen_rows`), encoded by the base now and cached: a larger sample of the same distribution without
+    changing the split the heads were trained on.
+    """
     overrides = ["--encode_precision", encode_precision] if encode_precision else []
     recipe = parse_recipe(["--config", recipe_path, "--base_model", base_path, "--overwrite_output_dir", "true",
                            *overrides])
@@ -72,7 +78,49 @@ def cached_table(recipe_path: str, base_path: str, encode_precision: str | None 
     table = np.load(encoded.table_path, allow_pickle=False)
     heldout_rows = np.setdiff1d(np.arange(len(table)), encoded.train_rows)
     keys = json.loads(encoded.texts_path.read_text(encoding="utf-8"))
-    return base, table[encoded.train_rows], table[heldout_rows], [keys[row] for row in heldout_rows]
+    heldout, heldout_keys = table[heldout_rows], [keys[row] for row in heldout_rows]
+    if heldout_texts > len(heldout_keys):
+        seen_anchors = set(prepared.train_dataset["anchor"]) | set(prepared.eval_dataset["anchor"])
+        extra = unseen_rows(recipe, seen_anchors, set(keys), heldout_texts - len(heldout_keys), prompts)
+        more = head_training.encode_once(base, str(Path(base_path).expanduser()), extra, cache_dir, batch_size=128,
+                                         precision=precision)
+        heldout = np.concatenate([heldout, np.load(more.table_path, allow_pickle=False)])
+        heldout_keys += json.loads(more.texts_path.read_text(encoding="utf-8"))
+        print(f"held-out sample: {len(heldout_rows)} texts of the recipe's split + {len(heldout) - len(heldout_rows)} "
+              "from rows it never drew", flush=True)
+    return base, table[encoded.train_rows], heldout, heldout_keys
+
+
+def unseen_rows(recipe: Recipe, seen_anchors: set[str], seen_keys: set[str], count: int,
+                prompts: dict[str, str]) -> head_training.TextGroups:
+    """``count`` more held-out texts of the recipe's distribution: rows of the same shuffled mix beyond its
+    ``max_samples``, in order, whose query is none of the recipe's (held out by query, as its split is), with every
+    text (query, positive, negatives) that neither the training nor the held-out table holds already."""
+    sources, _ = check_before_loading(recipe)
+    mix, _ = load_training_data(sources, seed=recipe.training.seed, pad_negatives=recipe.data.mine_hard_negatives > 0)
+    start = recipe.data.max_samples
+    if start is None or start >= len(mix):
+        raise SystemExit(f"--heldout-texts: the recipe draws every row of its mix ({len(mix)}); there is nothing "
+                         "unseen to add. Lower max_samples in the recipe, or ask for fewer held-out texts.")
+    groups: dict[str | None, dict[str, None]] = {}
+    added = 0
+    for row in mix.select(range(start, len(mix))):
+        if row["anchor"] in seen_anchors:
+            continue
+        for column, text in row.items():
+            name = "query" if column == "anchor" else "document"
+            prompt = name if name in prompts else None
+            key = prompts.get(prompt or "", "") + text if text is not None else None
+            if key is None or key in seen_keys:
+                continue
+            seen_keys.add(key)
+            groups.setdefault(prompt, {})[text] = None
+            added += 1
+        if added >= count:
+            break
+    if added < count:
+        print(f"--heldout-texts: only {added} unseen texts in the rest of the mix (asked {count})", flush=True)
+    return head_training.TextGroups(train={}, heldout={name: list(texts) for name, texts in groups.items()})
 
 
 def tempered_whitening(train: np.ndarray, gamma: float, output_dim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,7 +188,7 @@ def ndcg_by_system(reports: list[Path]) -> dict[tuple[str, str], float]:
 
 
 def frontier(args: argparse.Namespace) -> None:
-    base, _, heldout, _ = cached_table(args.recipe, args.base, args.encode_precision)
+    base, _, heldout, _ = cached_table(args.recipe, args.base, args.encode_precision, args.heldout_texts)
     scores = ndcg_by_system([Path(folder) for folder in args.reports])
     datasets = sorted({dataset for _, dataset in scores})
     rows = []
@@ -192,7 +240,7 @@ def by_role(heldout: np.ndarray, keys: list[str], query_prefix: str) -> dict[str
 
 
 def roles(args: argparse.Namespace) -> None:
-    base, _, heldout, keys = cached_table(args.recipe, args.base, args.encode_precision)
+    base, _, heldout, keys = cached_table(args.recipe, args.base, args.encode_precision, args.heldout_texts)
     rows = []
     for name, head in system_heads(args.system, base, args.base):
         rows.append({"system": name, **by_role(apply_head(head, heldout), keys, base.prompts.get("query", ""))})
@@ -246,6 +294,9 @@ def main() -> None:
     commands.choices["whiten"].add_argument("--output-dim", type=int, default=None,
                                             help="keep only the top principal axes (default: full width)")
     for name in ("frontier", "roles"):
+        commands.choices[name].add_argument("--heldout-texts", type=int, default=0, metavar="N",
+                                            help="top the recipe's held-out sample up to N texts with rows of its mix "
+                                                 "it never drew (encoded now, cached); default: its sample as is")
         commands.choices[name].add_argument("--system", action="append", required=True, metavar="NAME=PATH",
                                             help="the name evaluate.py reported it under, and its model folder")
     commands.choices["frontier"].add_argument("--reports", nargs="+", required=True,

@@ -73,3 +73,35 @@ def test_by_role_needs_a_query_prompt_and_both_roles() -> None:
         head_frontier.by_role(embeddings, ["a", "b", "c", "d"], "")
     with pytest.raises(ValueError, match="both roles"):
         head_frontier.by_role(embeddings, ["q: a", "q: b", "q: c", "q: d"], "q: ")
+
+
+def test_the_heldout_sample_is_topped_up_with_rows_the_recipe_never_drew(tiny_base_dir: Path, tmp_path: Path) -> None:
+    """--heldout-texts: more texts of the same mix, held out by query, none already in the table, encoded by the base
+    as training encoded them; the recipe's own sample comes first, unchanged."""
+    from sentence_transformers import SentenceTransformer
+
+    from ragcun.training.recipe import parse_recipe
+    from ragcun.training.run import prepare_run
+    from tests.helpers import head_recipe
+
+    recipe = head_recipe(tmp_path, tiny_base=False, base_model=str(tiny_base_dir))
+    _, train, heldout, keys = head_frontier.cached_table(str(recipe), str(tiny_base_dir))
+    _, train_again, topped, topped_keys = head_frontier.cached_table(str(recipe), str(tiny_base_dir),
+                                                                     heldout_texts=len(keys) + 40)
+    assert np.array_equal(train_again, train) and np.array_equal(topped[: len(keys)], heldout)
+    assert topped_keys[: len(keys)] == keys and 40 <= len(topped_keys) - len(keys) <= 42  # whole rows, up to 3 texts
+    assert len(set(topped_keys)) == len(topped_keys)
+    base = SentenceTransformer(str(tiny_base_dir), device="cpu")
+    prepared = prepare_run(parse_recipe(["--config", str(recipe), "--overwrite_output_dir", "true"]))
+    anchors = [*prepared.train_dataset["anchor"], *prepared.eval_dataset["anchor"]]
+    recipe_queries = {base.prompts["query"] + anchor for anchor in anchors}
+    new = topped_keys[len(keys):]
+    assert not recipe_queries & set(new) and any(key.startswith(base.prompts["query"]) for key in new)
+    query = next(key for key in new if key.startswith(base.prompts["query"]))
+    base.max_seq_length = parse_recipe(["--config", str(recipe)]).model.max_seq_length
+    expected = base.encode([query.removeprefix(base.prompts["query"])], prompt_name="query")
+    assert np.allclose(topped[topped_keys.index(query)], expected[0], atol=1e-5)
+
+    whole_mix = head_recipe(tmp_path / "all", tiny_base=False, base_model=str(tiny_base_dir), max_samples=None)
+    with pytest.raises(SystemExit, match="draws every row of its mix"):
+        head_frontier.cached_table(str(whole_mix), str(tiny_base_dir), heldout_texts=10_000)
