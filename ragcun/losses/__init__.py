@@ -4,7 +4,7 @@ from ragcun.losses.epps_pulley import EppsPulley
 from ragcun.losses.euclidean_mnrl import EuclideanMNRLoss, negative_l2_distance
 from ragcun.losses.lejepa import CachedLeJEPALoss, LeJEPALoss
 from ragcun.losses.mnrl_gor import MNRLGORLoss
-from ragcun.losses.sigreg import SIGReg, SIGRegLoss
+from ragcun.losses.sigreg import SIGReg, SIGRegByRole, SIGRegLoss
 
 __all__ = [
     "CachedLeJEPALoss",
@@ -13,6 +13,7 @@ __all__ = [
     "LeJEPALoss",
     "MNRLGORLoss",
     "SIGReg",
+    "SIGRegByRole",
     "SIGRegLoss",
     "negative_l2_distance",
 ]

@@ -11,7 +11,7 @@ from sentence_transformers.base.losses.merged_forward import embed_columns
 from torch import Tensor, nn
 
 from ragcun.losses.euclidean_mnrl import EuclideanMNRLoss, negative_l2_distance
-from ragcun.losses.sigreg import LEJEPA_CITATION, SIGReg
+from ragcun.losses.sigreg import LEJEPA_CITATION, SIGReg, SIGRegByRole
 
 
 class LeJEPALoss(nn.Module):
@@ -46,7 +46,7 @@ class LeJEPALoss(nn.Module):
         isotropy_by_role: test the queries (first column) and the documents (the other columns) against N(0, I)
             apart, the mean of the two statistics, instead of their union: when queries and documents form two
             clouds with different means, the union can look centred as a mixture, while each role's test sees its
-            own offset.
+            own offset. Each role keeps its own principal directions and memory (:class:`SIGRegByRole`).
         **sigreg_options: SIGReg's shape-aware slices and cross-batch memory (``num_principal``,
             ``memory_size``, ``memory_max_age``, ``principal_horizon``, ``principal_refresh``; see
             :class:`SIGReg`, whose defaults apply; ``num_principal=0`` is LeJEPA's random slices alone).
@@ -85,7 +85,9 @@ class LeJEPALoss(nn.Module):
         self.lambda_contrastive = lambda_contrastive
         self.lambda_isotropy = lambda_isotropy
         self.contrastive = EuclideanMNRLoss(model, scale=scale, gather_across_devices=gather_across_devices)
-        self.sigreg = SIGReg(num_slices=num_slices, num_knots=num_knots, t_max=t_max, seed=seed, **sigreg_options)
+        sigreg_kwargs = dict(num_slices=num_slices, num_knots=num_knots, t_max=t_max, seed=seed, **sigreg_options)
+        self.sigreg: SIGReg | SIGRegByRole = (SIGRegByRole(**sigreg_kwargs) if isotropy_by_role
+                                              else SIGReg(**sigreg_kwargs))
         self.lambda_anchor = lambda_anchor
         self.anchor_scale = anchor_scale
         self.isotropy_by_role = isotropy_by_role
@@ -120,9 +122,11 @@ class LeJEPALoss(nn.Module):
                 embeddings, labels
             )
         if self.lambda_isotropy > 0:
-            if self.isotropy_by_role and len(embeddings) > 1:
+            if isinstance(self.sigreg, SIGRegByRole):
+                if len(embeddings) < 2:
+                    raise ValueError("isotropy_by_role needs queries and documents: the batch has one column.")
                 # queries (the first column) and documents (the rest) tested apart: each must be N(0, I) on its own
-                statistic = (self.sigreg(embeddings[0]) + self.sigreg(torch.cat(embeddings[1:], dim=0))) / 2
+                statistic = self.sigreg(embeddings[0], torch.cat(embeddings[1:], dim=0))
             else:
                 statistic = self.sigreg(torch.cat(embeddings, dim=0))
             parts["sigreg"] = self.lambda_isotropy * statistic

@@ -272,6 +272,52 @@ class SIGReg(nn.Module):
         return f"num_slices={self.num_slices}, num_principal={principal}, memory={memory}, seed={self.seed}"
 
 
+class SIGRegByRole(nn.Module):
+    """SIGReg on queries and on documents apart, each with its own principal directions and memory; the statistic
+    is the mean of the two.
+
+    A model whose queries and documents form two clouds with different means (EmbeddingGemma's two prompts) can be
+    N(0, I) as a mixture while neither role is. Testing each role apart asks both to be; one principal-direction
+    estimate of the union would point at the union's shape, not at either role's. Both SIGRegs share the step (so
+    they draw the same random slices) and are saved and restored together (``queries.*`` / ``documents.*`` keys).
+    """
+
+    ROLES = ("queries", "documents")
+
+    def __init__(self, **sigreg_kwargs: Any) -> None:
+        super().__init__()
+        self.queries = SIGReg(**sigreg_kwargs)
+        self.documents = SIGReg(**sigreg_kwargs)
+
+    def forward(self, queries: Tensor, documents: Tensor) -> Tensor:
+        return (self.queries(queries) + self.documents(documents)) / 2
+
+    @property
+    def step(self) -> int:
+        return self.queries.step
+
+    @step.setter
+    def step(self, value: int) -> None:
+        self.queries.step = self.documents.step = value
+
+    def reset(self) -> None:
+        self.queries.reset()
+        self.documents.reset()
+
+    def state(self) -> dict[str, Tensor]:
+        return {f"{role}.{key}": value for role in self.ROLES for key, value in getattr(self, role).state().items()}
+
+    def load_state(self, state: dict[str, Tensor]) -> None:
+        """Restore :meth:`state`; a state saved by one shared SIGReg (no role prefix) goes to both roles."""
+        for role in self.ROLES:
+            prefix = f"{role}."
+            own = {key.removeprefix(prefix): value for key, value in state.items() if key.startswith(prefix)}
+            getattr(self, role).load_state(own or state)
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return self.queries.get_config_dict()
+
+
 def _check_count(name: str, value: object, allow_zero: bool) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
         what = "a positive integer" + (" (or 0 to switch it off)" if allow_zero else "")

@@ -21,7 +21,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ragcun.io import atomic_write
 from ragcun.isotropy import isotropy_figures, isotropy_report
-from ragcun.losses import SIGReg
+from ragcun.losses import SIGReg, SIGRegByRole
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class SIGRegStepCallback(TrainerCallback):
     empty, which costs a few steps of power, and says so.
     """
 
-    def __init__(self, sigreg: SIGReg, resume_from: str | None = None) -> None:
+    def __init__(self, sigreg: SIGReg | SIGRegByRole, resume_from: str | None = None) -> None:
         self.sigreg = sigreg
         self.resume_from = resume_from
 

@@ -22,10 +22,47 @@ def test_isotropy_by_role_tests_queries_and_documents_apart() -> None:
     columns = [torch.randn(8, 16, generator=torch.Generator().manual_seed(i)) for i in range(3)]
     loss = LeJEPALoss(nn.Identity(), lambda_isotropy=0.2, num_slices=64, seed=4, num_principal=0, isotropy_by_role=True)
     parts = loss.compute_loss_from_embeddings(columns, None)
-    sigreg = SIGReg(num_slices=64, seed=4, num_principal=0)  # the same draws, call for call
-    expected = (sigreg(columns[0]) + sigreg(torch.cat(columns[1:]))) / 2
+    queries, documents = (SIGReg(num_slices=64, seed=4, num_principal=0) for _ in range(2))  # the same draws
+    expected = (queries(columns[0]) + documents(torch.cat(columns[1:]))) / 2
     assert parts["sigreg"].item() == pytest.approx(0.2 * expected.item())
     assert loss.get_config_dict()["isotropy_by_role"] is True
+    isotropy_only = LeJEPALoss(nn.Identity(), lambda_contrastive=0, num_slices=64, isotropy_by_role=True)
+    with pytest.raises(ValueError, match="needs queries and documents"):
+        isotropy_only.compute_loss_from_embeddings(columns[:1])
+
+
+def test_each_role_keeps_its_own_principal_directions_and_resumes_with_them() -> None:
+    """Shape-aware SIGReg by role: the queries' estimate sees only queries (here stretched along axis 0), the
+    documents' only documents (along axis 1); the state round-trips, and a state of one shared SIGReg (written
+    before the roles had their own) goes to both."""
+    from ragcun.losses import SIGRegByRole
+
+    generator = torch.Generator().manual_seed(0)
+    stretch = torch.ones(8)
+    loss = LeJEPALoss(nn.Identity(), lambda_contrastive=0, lambda_isotropy=1.0, num_slices=32, num_principal=2,
+                      isotropy_by_role=True)
+    assert isinstance(loss.sigreg, SIGRegByRole)
+    for step in range(4):
+        queries = torch.randn(64, 8, generator=generator) * stretch.index_fill(0, torch.tensor([0]), 5.0)
+        documents = torch.randn(64, 8, generator=generator) * stretch.index_fill(0, torch.tensor([1]), 5.0)
+        loss.sigreg.step = step
+        loss.compute_loss_from_embeddings([queries, documents])
+    strongest = {role: int(getattr(loss.sigreg, role).principal.current[:, 0].abs().argmax())
+                 for role in SIGRegByRole.ROLES}
+    assert strongest == {"queries": 0, "documents": 1}
+    state = loss.sigreg.state()
+    assert {key.split(".")[0] for key in state} == {"queries", "documents"}
+    restored = SIGRegByRole(num_slices=32, num_principal=2)
+    restored.load_state(state)
+    assert restored.step == 4
+    for role in SIGRegByRole.ROLES:
+        assert torch.equal(getattr(restored, role).principal.current, getattr(loss.sigreg, role).principal.current)
+    shared = SIGReg(num_slices=32, num_principal=2)
+    shared(torch.randn(64, 8, generator=generator))
+    shared(torch.randn(64, 8, generator=generator))
+    older = SIGRegByRole(num_slices=32, num_principal=2)
+    older.load_state(shared.state())
+    assert older.queries.step == older.documents.step == shared.step
 
 
 def test_a_cloud_gaussian_only_as_a_mix_of_its_roles_fails_the_test_by_role() -> None:
