@@ -45,6 +45,7 @@ from ragcun.training import head as head_training
 from ragcun.training.data import load_training_data
 from ragcun.training.recipe import Recipe, parse_recipe
 from ragcun.training.run import check_before_loading, prepare_run
+from ragcun.whitening import tempered_whitening
 
 FIGURES = ("cov_floor_ratio", "mean_norm_excess", "variance_min", "variance_max", "offdiag_corr_excess", "sigreg",
            "is_isotropic")
@@ -121,24 +122,6 @@ def unseen_rows(recipe: Recipe, seen_anchors: set[str], seen_keys: set[str], cou
     if added < count:
         print(f"--heldout-texts: only {added} unseen texts in the rest of the mix (asked {count})", flush=True)
     return head_training.TextGroups(train={}, heldout={name: list(texts) for name, texts in groups.items()})
-
-
-def tempered_whitening(train: np.ndarray, gamma: float, output_dim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """x ↦ W (x − mean): PCA axes scaled by eigenvalue^(−γ/2), then all by one factor to unit average variance.
-
-    With ``output_dim`` only the top principal axes are kept (the projection, not rotated back), so coordinates the
-    base never varies (MiniLM has 3) are dropped instead of kept at variance 0.
-    """
-    mean = train.mean(axis=0)
-    eigenvalues, vectors = np.linalg.eigh(np.cov(train, rowvar=False))
-    eigenvalues = np.clip(eigenvalues, eigenvalues.max() * 1e-6, None)  # constant coordinates stay (almost) 0
-    if output_dim is not None:
-        eigenvalues, vectors = eigenvalues[-output_dim:], vectors[:, -output_dim:]
-    scales = eigenvalues ** (-gamma / 2)
-    scales /= np.sqrt((eigenvalues * scales**2).mean())
-    # Full width: rotate back (L2 distances do not depend on the rotation); below it, the kept axes themselves.
-    weight = (vectors * scales) @ vectors.T if output_dim is None else (vectors * scales).T
-    return torch.from_numpy(weight).float(), torch.from_numpy(-weight @ mean).float()
 
 
 def whiten(args: argparse.Namespace) -> None:

@@ -24,6 +24,7 @@ from datasets import Dataset
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Dense
 from torch import nn
+from transformers import TrainerCallback
 
 from ragcun.cached_input import CachedEmbeddings
 from ragcun.encoding.cache import cache_key, encode_cached
@@ -31,6 +32,7 @@ from ragcun.encoding.precision import precision_tag, set_encoding_precision
 from ragcun.identity import folder_fingerprint
 from ragcun.io import atomic_write, atomic_write_text
 from ragcun.model import fit_projection
+from ragcun.whitening import tempered_whitening
 
 # Recipe keys that only mean something when the backbone trains: given with head-only training, they are refused.
 BACKBONE_KEYS = ("freeze_layers", "freeze_embeddings", "gradcache_mini_batch_size")
@@ -183,6 +185,46 @@ def build_head(train_embeddings: np.ndarray, output_dim: int, init: str, seed: i
         weight = weight / shrink
     last = Dense(width, output_dim, bias=True, activation_function=nn.Identity(), init_weight=weight, init_bias=bias)
     return [*hidden, last]
+
+
+def build_isotropic_head(train_embeddings: np.ndarray, output_dim: int) -> list[Dense]:
+    """Full PCA whitening of the base (frozen), then a Dense to ``output_dim`` whose rows stay orthonormal.
+
+    A linear head that is N(0, I) on the training distribution must be W = U Σ^(−1/2) (centred), with U's rows
+    orthonormal: whitening, then a choice of ``output_dim`` directions of the whitened space. Below the base's width
+    that choice is free, and it is all training can change here (:class:`OrthonormalRows` retracts U after every
+    step), so the head stays N(0, I) on the training texts by construction and MNRL picks the directions that rank
+    best. U starts on the top principal axes: step 0 ranks as full whitening on them (γ 1). The whitening is fitted on
+    every training embedding (a D x D covariance needs many more than D). Standard modules only: two Dense layers.
+    """
+    width = train_embeddings.shape[1]
+    if output_dim > width:
+        raise ValueError(f"isotropic_head keeps output_dim={output_dim} of the base's {width} whitened directions: "
+                         f"use output_dim <= {width}.")
+    if len(train_embeddings) <= width:
+        raise ValueError(f"isotropic_head fits a {width} x {width} covariance on the training embeddings and needs "
+                         f"more than {width} of them; this run has {len(train_embeddings)}. Add training data.")
+    weight, bias = tempered_whitening(train_embeddings, gamma=1.0)
+    _, vectors = np.linalg.eigh(np.cov(train_embeddings, rowvar=False))
+    whitening = Dense(width, width, bias=True, activation_function=nn.Identity(), init_weight=weight, init_bias=bias)
+    whitening.requires_grad_(False)
+    top_axes = torch.from_numpy(np.ascontiguousarray(vectors[:, ::-1][:, :output_dim].T)).float()
+    choice = Dense(width, output_dim, bias=False, activation_function=nn.Identity(), init_weight=top_axes)
+    return [whitening, choice]
+
+
+class OrthonormalRows(TrainerCallback):
+    """Keeps a Dense layer's rows orthonormal: after every optimizer step its weight is replaced by the nearest matrix
+    with orthonormal rows (the polar factor U Vᵀ of its SVD), a retraction onto the Stiefel manifold."""
+
+    def __init__(self, dense: Dense) -> None:
+        self.dense = dense
+
+    def on_step_end(self, args, state, control, **kwargs):
+        with torch.no_grad():
+            weight = self.dense.linear.weight
+            left, _, right = torch.linalg.svd(weight.double(), full_matrices=False)
+            weight.copy_((left @ right).to(weight.dtype))
 
 
 def lookup_model(base: SentenceTransformer, encoded: EncodedTexts) -> SentenceTransformer:

@@ -62,6 +62,12 @@ class ModelArguments:
         "AVX512-BF16 or AMX, and several times slower where it does not) or auto (bfloat16 only where native). "
         "Part of the cache key; evaluate.py --precision is its counterpart.",
     )
+    isotropic_head: bool = option(
+        False,
+        "train_head_only: the head is full PCA whitening of the base (fitted on the training embeddings, frozen), "
+        "then a Dense to output_dim whose rows stay orthonormal: N(0, I) on the training texts by construction, and "
+        "training only chooses which output_dim whitened directions to keep. init and head_layers do not apply.",
+    )
     embedding_cache_dir: str | None = option(
         None,
         "Where train_head_only caches embeddings (default ~/.cache/ragcun/embeddings, "
@@ -90,6 +96,10 @@ class ModelArguments:
                              "train_head_only true, or train the backbone in bfloat16 with bf16: true.")
         if self.head_layers < 1:
             raise ValueError(f"head_layers must be a positive integer, got {self.head_layers}.")
+        if self.isotropic_head and not self.train_head_only:
+            raise ValueError("isotropic_head is a head-only option: set train_head_only true.")
+        if self.isotropic_head and self.head_layers > 1:
+            raise ValueError("isotropic_head is one whitening and one orthonormal Dense: leave head_layers at 1.")
         if self.head_layers > 1 and not self.train_head_only:
             raise ValueError("head_layers > 1 is a head-only option: set train_head_only true (fine-tuning the "
                              "backbone trains the one-layer projection).")

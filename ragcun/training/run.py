@@ -23,6 +23,7 @@ import torch
 import yaml
 from datasets import Dataset, load_from_disk
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ragcun.encoding.cache import DEFAULT_CACHE_DIR
@@ -256,8 +257,11 @@ def _head_only_model(base: SentenceTransformer, base_path: str, recipe: Recipe, 
     lookup = head_training.lookup_model(base, encoded)
     train_dataset = _mine(recipe, train_dataset, lookup)
     train_embeddings = np.load(encoded.table_path, allow_pickle=False)[encoded.train_rows]
-    head = head_training.build_head(train_embeddings, model_args.output_dim, model_args.init, args.seed,
-                                    samples=model_args.init_samples, layers=model_args.head_layers)
+    if model_args.isotropic_head:
+        head = head_training.build_isotropic_head(train_embeddings, model_args.output_dim)
+    else:
+        head = head_training.build_head(train_embeddings, model_args.output_dim, model_args.init, args.seed,
+                                        samples=model_args.init_samples, layers=model_args.head_layers)
     # the table is a buffer: DDP must not broadcast it to every process before every forward
     args.ddp_broadcast_buffers = False
     base_scale = unit_variance_scale(train_embeddings, model_args.output_dim)
@@ -337,6 +341,11 @@ def run_training(recipe: Recipe, prepared: PreparedRun | None = None) -> dict[st
         loss = LeJEPALoss(model, **loss_kwargs)
 
     before = evaluator(model) if evaluator is not None else {}
+    callbacks: list[TrainerCallback] = []
+    if hasattr(loss, "sigreg"):
+        callbacks.append(SIGRegStepCallback(loss.sigreg, resume_from=resume))
+    if head_only is not None and model_args.isotropic_head:
+        callbacks.append(head_training.OrthonormalRows(model[-1]))  # the whitened directions the head keeps
 
     trainer = SentenceTransformerTrainer(
         model=model,
@@ -345,7 +354,7 @@ def run_training(recipe: Recipe, prepared: PreparedRun | None = None) -> dict[st
         eval_dataset=_complete_rows(eval_dataset) if evaluator is not None else None,
         loss=loss,
         evaluator=evaluator,
-        callbacks=[SIGRegStepCallback(loss.sigreg, resume_from=resume)] if hasattr(loss, "sigreg") else [],
+        callbacks=callbacks,
     )
     train_output = trainer.train(resume_from_checkpoint=resume)
     after = evaluator(model) if evaluator is not None else {}

@@ -308,3 +308,65 @@ def test_the_cache_defaults_to_the_users_cache_folder(tmp_path: Path, monkeypatc
     result = run_train(["--config", str(recipe_path)])
     assert result.returncode == 0, result.stderr[-3000:]
     assert list((tmp_path / "home" / ".cache" / "ragcun" / "embeddings").glob("*.npy"))
+
+
+def test_isotropic_head_starts_as_full_whitening_and_the_retraction_keeps_it_gaussian() -> None:
+    """The head maps its training embeddings to identity covariance at step 0 (ranking as γ 1 on the top axes), and
+    after any update once OrthonormalRows has retracted it: only the choice of whitened directions can change."""
+    from ragcun.training.head import OrthonormalRows, build_isotropic_head
+    from ragcun.whitening import tempered_whitening
+
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(3000, 12)) @ (rng.normal(size=(12, 12)) * np.linspace(0.1, 3.0, 12)) + 2.0
+    whitening, choice = build_isotropic_head(train, 5)
+    assert not any(p.requires_grad for p in whitening.parameters()) and choice.linear.bias is None
+
+    def head_output() -> np.ndarray:
+        with torch.no_grad():
+            return choice({"sentence_embedding": whitening({"sentence_embedding": torch.from_numpy(train).float()})[
+                "sentence_embedding"]})["sentence_embedding"].double().numpy()
+
+    assert np.abs(np.cov(head_output(), rowvar=False) - np.eye(5)).max() < 1e-3
+    weight, bias = tempered_whitening(train, 1.0, 5)
+    reference = train @ weight.double().numpy().T + bias.double().numpy()
+
+    def distances(points: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(points[:200, None] - points[None, :200], axis=-1)
+
+    assert np.allclose(distances(head_output()), distances(reference), atol=1e-3)  # the same axes: ranks as γ 1
+    with torch.no_grad():
+        choice.linear.weight.add_(0.3 * torch.randn(5, 12, generator=torch.Generator().manual_seed(1)))
+    OrthonormalRows(choice).on_step_end(None, None, None)
+    rows = choice.linear.weight.detach().double()
+    assert torch.allclose(rows @ rows.T, torch.eye(5, dtype=torch.float64), atol=1e-5)
+    assert np.abs(np.cov(head_output(), rowvar=False) - np.eye(5)).max() < 1e-3
+    assert not np.allclose(distances(head_output()), distances(reference), atol=1e-2)  # other directions now
+
+
+def test_an_isotropic_head_trains_and_saves_as_plain_dense_layers(head_run: Path, tmp_path: Path) -> None:
+    from sentence_transformers.sentence_transformer.modules import Dense
+
+    same_base = dict(tiny_base=False, base_model=str(head_run / "run" / "tiny-base"))
+    recipe = head_recipe(head_run, output_dir=str(tmp_path / "run"), isotropic_head=True, output_dim=16,
+                         lambda_isotropy=0.0, learning_rate=5e-2, **same_base)
+    result = run_train(["--config", str(recipe)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = SentenceTransformer(str(tmp_path / "run" / "final"), device="cpu")
+    whitening, choice = model[-2], model[-1]
+    assert isinstance(whitening, Dense) and isinstance(choice, Dense) and choice.linear.bias is None
+    assert whitening.linear.weight.shape == (32, 32) and choice.linear.weight.shape == (16, 32)
+    rows = choice.linear.weight.detach().double()
+    assert torch.allclose(rows @ rows.T, torch.eye(16, dtype=torch.float64), atol=1e-5)  # retracted after the last step
+    losses = [entry["contrastive"] for entry in json.loads((tmp_path / "run" / "training_summary.json").read_text())[
+        "log_history"] if "contrastive" in entry]
+    assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (dict(isotropic_head=True, head_layers=2), "leave head_layers at 1"),
+])
+def test_isotropic_head_refuses_a_deep_head(tmp_path: Path, overrides: dict, message: str) -> None:
+    from ragcun.training.recipe import parse_recipe
+
+    with pytest.raises(ValueError, match=message):
+        parse_recipe(["--config", str(head_recipe(tmp_path, **overrides))])
