@@ -83,3 +83,10 @@ for data in scifact trec-dl19-passage; do
       --heldout-texts "$HELDOUT" "${SYSTEMS[@]}" \
       --reports "${REPORTED[@]}" --out "$REPORTS/frontier" > "$REPORTS/frontier.log" 2>&1
 done
+
+# The isotropic head against the isotropic system a user gets for free (full whitening on the top 512 axes), paired.
+for data in scifact trec-dl19-passage; do
+  $PY benchmarks/paired_ndcg.py --data "$DATA/$data" --max-seq-length 256 --precision "$PRECISION" \
+      --system "gamma-1-512d=$RUNS/whitening/gamma-1-512d" --system "isotropic=$RUNS/isotropic/final" \
+      > "$REPORTS/paired-isotropic-vs-gamma-1-$data.txt"
+done
