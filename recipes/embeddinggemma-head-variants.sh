@@ -6,7 +6,8 @@
 # (hours again: SciFact's abstracts alone are over an hour), shared by every system; the memo is saved as it grows,
 # so a stopped evaluation resumes.
 # PRECISION (default auto: bfloat16 where the CPU computes it natively, float32 elsewhere) is the precision the
-# frozen base encodes in, for training and evaluation alike; bfloat16 was 2.1x faster on a CPU with AVX512-BF16.
+# frozen base encodes in, for training and evaluation alike; bfloat16 was 2.6x faster on a CPU with AVX512-BF16
+# (docs/results/runs/embeddinggemma-head-mixed/bf16-speed.txt).
 #   [PRECISION=auto|float32|bfloat16] bash recipes/embeddinggemma-head-variants.sh [RUNS_DIR] [REPORTS_DIR]
 set -euo pipefail
 RUNS=${1:-output/embeddinggemma-head-mixed}
