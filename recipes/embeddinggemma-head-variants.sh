@@ -22,7 +22,7 @@ mkdir -p "$RUNS"
 # sigreg-random is the recipe as committed (the MiniLM recommendation); mnrl, sigreg and deep-sigreg-anchor are the
 # MiniLM page's contrasts; the *-by-role runs test queries and documents against N(0, I) apart (EmbeddingGemma's
 # two roles, under their two prompts, are clouds with different means); isotropic is full whitening followed by a
-# trained choice of 512 whitened directions (N(0, I) on the training texts by construction; MNRL alone).
+# trained choice of 512 whitened directions (N(0, I) on the training texts by construction; MNRL alone), and of 256.
 declare -A VARIANTS=(
   [sigreg-random]=""
   [mnrl]="--lambda_isotropy 0"
@@ -31,8 +31,9 @@ declare -A VARIANTS=(
   [sigreg-random-by-role]="--isotropy_by_role true"
   [sigreg-by-role]="--num_principal 64 --isotropy_by_role true"
   [isotropic]="--isotropic_head true --lambda_isotropy 0 --learning_rate 2e-3"
+  [isotropic-256d]="--isotropic_head true --lambda_isotropy 0 --learning_rate 2e-3 --output_dim 256"
 )
-ORDER=(sigreg-random mnrl sigreg deep-sigreg-anchor sigreg-random-by-role sigreg-by-role isotropic)
+ORDER=(sigreg-random mnrl sigreg deep-sigreg-anchor sigreg-random-by-role sigreg-by-role isotropic isotropic-256d)
 
 for name in "${ORDER[@]}"; do
   if [ -f "$RUNS/$name/final/modules.json" ]; then echo "$name: trained"; continue; fi
