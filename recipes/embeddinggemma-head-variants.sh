@@ -22,7 +22,7 @@ mkdir -p "$RUNS"
 # sigreg-random is the recipe as committed (the MiniLM recommendation); mnrl, sigreg and deep-sigreg-anchor are the
 # MiniLM page's contrasts; the *-by-role runs test queries and documents against N(0, I) apart (EmbeddingGemma's
 # two roles, under their two prompts, are clouds with different means); isotropic is full whitening followed by a
-# trained choice of 512 whitened directions (N(0, I) on the training texts by construction; MNRL alone), and of 256.
+# trained choice of 512 whitened directions (N(0, I) on the training texts by construction; MNRL alone), of 256, of 128.
 declare -A VARIANTS=(
   [sigreg-random]=""
   [mnrl]="--lambda_isotropy 0"
@@ -32,8 +32,10 @@ declare -A VARIANTS=(
   [sigreg-by-role]="--num_principal 64 --isotropy_by_role true"
   [isotropic]="--isotropic_head true --lambda_isotropy 0 --learning_rate 2e-3"
   [isotropic-256d]="--isotropic_head true --lambda_isotropy 0 --learning_rate 2e-3 --output_dim 256"
+  [isotropic-128d]="--isotropic_head true --lambda_isotropy 0 --learning_rate 2e-3 --output_dim 128"
 )
-ORDER=(sigreg-random mnrl sigreg deep-sigreg-anchor sigreg-random-by-role sigreg-by-role isotropic isotropic-256d)
+ORDER=(sigreg-random mnrl sigreg deep-sigreg-anchor sigreg-random-by-role sigreg-by-role isotropic isotropic-256d
+       isotropic-128d)
 
 for name in "${ORDER[@]}"; do
   if [ -f "$RUNS/$name/final/modules.json" ]; then echo "$name: trained"; continue; fi
@@ -46,6 +48,12 @@ done
 
 # The post-hoc alternative: the base's embeddings whitened with tempered eigenvalues, on the heads' 512 axes.
 $PY benchmarks/head_frontier.py whiten --recipe "$RECIPE" --base "$BASE" --encode-precision "$PRECISION" --out "$RUNS/whitening" --output-dim 512
+# ... and full whitening on the top 256 and 128 axes: the free counterparts of the narrower isotropic heads (their
+# step 0).
+for width in 256 128; do
+  $PY benchmarks/head_frontier.py whiten --recipe "$RECIPE" --base "$BASE" --encode-precision "$PRECISION" \
+      --out "$RUNS/whitening" --output-dim "$width" --gammas 1
+done
 
 # Held-out isotropy is measured on 4,096 texts: the recipe's 2,069 held-out texts (1,954 once those that are also
 # training texts are left out), topped up with rows of the same mix the recipe never drew (encoded once, cached).
@@ -59,9 +67,9 @@ $PY benchmarks/head_frontier.py roles --recipe "$RECIPE" --base "$BASE" --encode
 
 MODELS=()
 SYSTEMS=()
-for gamma in 0 0.25 0.5 1; do
-  MODELS+=(--model "$RUNS/whitening/gamma-$gamma-512d" --name "gamma-$gamma-512d")
-  SYSTEMS+=(--system "gamma-$gamma-512d=$RUNS/whitening/gamma-$gamma-512d")
+for whitened in gamma-0-512d gamma-0.25-512d gamma-0.5-512d gamma-1-512d gamma-1-256d gamma-1-128d; do
+  MODELS+=(--model "$RUNS/whitening/$whitened" --name "$whitened")
+  SYSTEMS+=(--system "$whitened=$RUNS/whitening/$whitened")
 done
 for name in "${ORDER[@]}"; do
   MODELS+=(--model "$RUNS/$name/final" --name "$name")
@@ -86,9 +94,16 @@ for data in scifact trec-dl19-passage; do
       --reports "${REPORTED[@]}" --out "$REPORTS/frontier" > "$REPORTS/frontier.log" 2>&1
 done
 
-# The isotropic head against the isotropic system a user gets for free (full whitening on the top 512 axes), paired.
+# The isotropic heads against the isotropic systems a user gets for free (full whitening on the same number of top
+# axes), paired.
 for data in scifact trec-dl19-passage; do
   $PY benchmarks/paired_ndcg.py --data "$DATA/$data" --max-seq-length 256 --precision "$PRECISION" \
       --system "gamma-1-512d=$RUNS/whitening/gamma-1-512d" --system "isotropic=$RUNS/isotropic/final" \
       > "$REPORTS/paired-isotropic-vs-gamma-1-$data.txt"
+  for width in 256 128; do
+    $PY benchmarks/paired_ndcg.py --data "$DATA/$data" --max-seq-length 256 --precision "$PRECISION" \
+        --system "gamma-1-${width}d=$RUNS/whitening/gamma-1-${width}d" \
+        --system "isotropic-${width}d=$RUNS/isotropic-${width}d/final" \
+        > "$REPORTS/paired-isotropic-${width}d-vs-gamma-1-${width}d-$data.txt"
+  done
 done
