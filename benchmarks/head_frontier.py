@@ -109,8 +109,7 @@ def unseen_rows(recipe: Recipe, seen_anchors: set[str], seen_keys: set[str], cou
         if row["anchor"] in seen_anchors:
             continue
         for column, text in row.items():
-            name = "query" if column == "anchor" else "document"
-            prompt = name if name in prompts else None
+            prompt = head_training.heldout_prompt(column, prompts)
             key = prompts.get(prompt or "", "") + text if text is not None else None
             if key is None or key in seen_keys:
                 continue

@@ -13,8 +13,10 @@ hardware, and asking for bfloat16 elsewhere warns.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,3 +104,14 @@ def set_encoding_precision(model: SentenceTransformer, precision: str) -> Senten
     forward_under_autocast.under_bfloat16_autocast = True  # type: ignore[attr-defined]
     transformer.forward = forward_under_autocast
     return model
+
+
+@contextlib.contextmanager
+def encoding_precision(model: SentenceTransformer, precision: str) -> Iterator[SentenceTransformer]:
+    """``model`` encoding in ``precision`` inside the block, back in float32 (its own forward) after it, even on an
+    error: a frozen base encodes its cache in bfloat16 and is then saved, as released, inside a trained stack."""
+    set_encoding_precision(model, precision)
+    try:
+        yield model
+    finally:
+        set_encoding_precision(model, "float32")

@@ -28,7 +28,7 @@ from transformers import TrainerCallback
 
 from ragcun.cached_input import CachedEmbeddings
 from ragcun.encoding.cache import cache_key, encode_cached
-from ragcun.encoding.precision import precision_tag, set_encoding_precision
+from ragcun.encoding.precision import encoding_precision, precision_tag
 from ragcun.identity import folder_fingerprint
 from ragcun.io import atomic_write, atomic_write_text
 from ragcun.model import fit_projection
@@ -69,14 +69,17 @@ def text_groups(train: Dataset, heldout: Dataset | None, column_prompts: dict[st
             groups.setdefault(prompt_of(column), {}).update(dict.fromkeys(t for t in dataset[column] if t is not None))
         return {name: list(texts) for name, texts in groups.items()}
 
-    def evaluator_prompt(column: str) -> str | None:
-        name = "query" if column == "anchor" else "document"
-        return name if name in prompts else None
-
     return TextGroups(
         train=collect(train, lambda column: (column_prompts or {}).get(column)),
-        heldout=collect(heldout, evaluator_prompt) if heldout is not None else {},
+        heldout=collect(heldout, lambda column: heldout_prompt(column, prompts)) if heldout is not None else {},
     )
+
+
+def heldout_prompt(column: str, prompts: dict[str, str]) -> str | None:
+    """The prompt a held-out text is encoded with, as the evaluator encodes it: ``query`` for the anchor column,
+    ``document`` for the others, None where the model has no such prompt."""
+    name = "query" if column == "anchor" else "document"
+    return name if name in prompts else None
 
 
 @dataclass
@@ -97,14 +100,11 @@ def encode_own_shards(base: SentenceTransformer, base_path: str, groups: TextGro
     """This process's share of every group's missing shards (see ``encode_cached``): under ``accelerate launch``
     N processes encode the texts N times faster; :func:`encode_once` then joins them."""
     model_id = frozen_base_id(base_path, precision)
-    set_encoding_precision(base, precision)
-    try:
+    with encoding_precision(base, precision):
         for split_groups in (groups.train, groups.heldout):
             for prompt_name, texts in split_groups.items():
                 encode_cached(base, model_id, texts, prompt_name, Path(cache_dir).expanduser().resolve(),
                               batch_size=batch_size, process_share=(process_index, num_processes))
-    finally:
-        set_encoding_precision(base, "float32")
 
 
 def encode_once(base: SentenceTransformer, base_path: str, groups: TextGroups, cache_dir: Path,
@@ -118,8 +118,7 @@ def encode_once(base: SentenceTransformer, base_path: str, groups: TextGroups, c
     keys: list[str] = []
     parts: list[np.ndarray] = []
     train_keys: set[str] = set()
-    set_encoding_precision(base, precision)
-    try:
+    with encoding_precision(base, precision):  # afterwards the saved stack encodes as released
         for split, split_groups in (("train", groups.train), ("heldout", groups.heldout)):
             for prompt_name, texts in split_groups.items():
                 prefix = base.prompts.get(prompt_name or base.default_prompt_name or "", "")
@@ -127,8 +126,6 @@ def encode_once(base: SentenceTransformer, base_path: str, groups: TextGroups, c
                 keys += [prefix + text for text in texts]
                 if split == "train":
                     train_keys.update(prefix + text for text in texts)
-    finally:
-        set_encoding_precision(base, "float32")  # the saved stack encodes as released
     table = np.concatenate(parts)
     digest = cache_key(model_id, keys, None, base.max_seq_length)
     table_path, texts_path = cache_dir / f"{digest}.table.npy", cache_dir / f"{digest}.texts.json"
