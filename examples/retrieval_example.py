@@ -1,8 +1,8 @@
 """Retrieval with a ragcun model: add three documents, retrieve by L2 distance, print distances and p-values.
 
 Runs offline. By default it uses the quickstart model (output/quickstart/final: all-MiniLM-L6-v2 with a
-Gaussian head trained on the project's small triplet set), training it first with
-`python train.py --config recipes/quickstart.yaml` (about a minute on a CPU) when it is not there yet.
+Gaussian head trained on the project's broad triplet set), training it first with
+`python train.py --config recipes/quickstart.yaml` (under a minute on a CPU) when it is not there yet.
 
     python examples/retrieval_example.py [--model PATH_OR_HUB_ID]
 

