@@ -22,7 +22,8 @@ mkdir -p "$RUNS"
 # sigreg-random is the recipe as committed (the MiniLM recommendation); mnrl, sigreg and deep-sigreg-anchor are the
 # MiniLM page's contrasts; the *-by-role runs test queries and documents against N(0, I) apart (EmbeddingGemma's
 # two roles, under their two prompts, are clouds with different means); isotropic is full whitening followed by a
-# trained choice of 512 whitened directions (N(0, I) on the training texts by construction; MNRL alone), of 256, of 128.
+# trained choice of 512 whitened directions (N(0, I) on the training texts by construction; MNRL alone), of 384, 256,
+# 192 and 128, and of 256 with the anchor to the base's ranking.
 declare -A VARIANTS=(
   [sigreg-random]=""
   [mnrl]="--lambda_isotropy 0"
@@ -33,9 +34,12 @@ declare -A VARIANTS=(
   [isotropic]="--isotropic_head true --lambda_isotropy 0 --learning_rate 2e-3"
   [isotropic-256d]="--isotropic_head true --lambda_isotropy 0 --learning_rate 2e-3 --output_dim 256"
   [isotropic-128d]="--isotropic_head true --lambda_isotropy 0 --learning_rate 2e-3 --output_dim 128"
+  [isotropic-192d]="--isotropic_head true --lambda_isotropy 0 --learning_rate 2e-3 --output_dim 192"
+  [isotropic-384d]="--isotropic_head true --lambda_isotropy 0 --learning_rate 2e-3 --output_dim 384"
+  [isotropic-256d-anchor]="--isotropic_head true --lambda_isotropy 0 --learning_rate 2e-3 --output_dim 256 --lambda_anchor 1.0"
 )
-ORDER=(sigreg-random mnrl sigreg deep-sigreg-anchor sigreg-random-by-role sigreg-by-role isotropic isotropic-256d
-       isotropic-128d)
+ORDER=(sigreg-random mnrl sigreg deep-sigreg-anchor sigreg-random-by-role sigreg-by-role isotropic isotropic-384d
+       isotropic-256d isotropic-192d isotropic-128d isotropic-256d-anchor)
 
 for name in "${ORDER[@]}"; do
   if [ -f "$RUNS/$name/final/modules.json" ]; then echo "$name: trained"; continue; fi
@@ -106,4 +110,8 @@ for data in scifact trec-dl19-passage; do
         --system "isotropic-${width}d=$RUNS/isotropic-${width}d/final" \
         > "$REPORTS/paired-isotropic-${width}d-vs-gamma-1-${width}d-$data.txt"
   done
+  # ... and the anchor to the base's ranking, on and off, on the 256-d isotropic head.
+  $PY benchmarks/paired_ndcg.py --data "$DATA/$data" --max-seq-length 256 --precision "$PRECISION" \
+      --system "isotropic-256d=$RUNS/isotropic-256d/final" --system "isotropic-256d-anchor=$RUNS/isotropic-256d-anchor/final" \
+      > "$REPORTS/paired-isotropic-256d-anchor-vs-isotropic-256d-$data.txt"
 done
