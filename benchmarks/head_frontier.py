@@ -45,7 +45,7 @@ from ragcun.training import head as head_training
 from ragcun.training.data import load_training_data
 from ragcun.training.recipe import Recipe, parse_recipe
 from ragcun.training.run import check_before_loading, prepare_run
-from ragcun.whitening import tempered_whitening
+from ragcun.whitening import principal_axes, tempered_whitening
 
 FIGURES = ("cov_floor_ratio", "mean_norm_excess", "variance_min", "variance_max", "offdiag_corr_excess", "sigreg",
            "is_isotropic")
@@ -125,12 +125,13 @@ def unseen_rows(recipe: Recipe, seen_anchors: set[str], seen_keys: set[str], cou
 
 def whiten(args: argparse.Namespace) -> None:
     base, train, _, _ = cached_table(args.recipe, args.base, args.encode_precision)
+    axes = principal_axes(train)  # one eigendecomposition for every γ
     for gamma in args.gammas:
         folder = Path(args.out) / (f"gamma-{gamma:g}" + (f"-{args.output_dim}d" if args.output_dim else ""))
         if (folder / "modules.json").is_file():
             print(f"{folder} exists: kept")
             continue
-        weight, bias = tempered_whitening(train, gamma, args.output_dim)
+        weight, bias = tempered_whitening(axes, gamma, args.output_dim)
         head = Dense(weight.shape[1], weight.shape[0], bias=True, activation_function=nn.Identity(),
                      init_weight=weight, init_bias=bias)
         model = SentenceTransformer(modules=[*base, head], prompts=dict(base.prompts),

@@ -32,7 +32,7 @@ from ragcun.encoding.precision import encoding_precision, precision_tag
 from ragcun.identity import folder_fingerprint
 from ragcun.io import atomic_write, atomic_write_text
 from ragcun.model import fit_projection
-from ragcun.whitening import tempered_whitening
+from ragcun.whitening import principal_axes, tempered_whitening
 
 # Recipe keys that only mean something when the backbone trains: given with head-only training, they are refused.
 BACKBONE_KEYS = ("freeze_layers", "freeze_embeddings", "gradcache_mini_batch_size")
@@ -201,11 +201,11 @@ def build_isotropic_head(train_embeddings: np.ndarray, output_dim: int) -> list[
     if len(train_embeddings) <= width:
         raise ValueError(f"isotropic_head fits a {width} x {width} covariance on the training embeddings and needs "
                          f"more than {width} of them; this run has {len(train_embeddings)}. Add training data.")
-    weight, bias = tempered_whitening(train_embeddings, gamma=1.0)
-    _, vectors = np.linalg.eigh(np.cov(train_embeddings, rowvar=False))
+    axes = principal_axes(train_embeddings)
+    weight, bias = tempered_whitening(axes, gamma=1.0)
     whitening = Dense(width, width, bias=True, activation_function=nn.Identity(), init_weight=weight, init_bias=bias)
     whitening.requires_grad_(False)
-    top_axes = torch.from_numpy(np.ascontiguousarray(vectors[:, ::-1][:, :output_dim].T)).float()
+    top_axes = torch.from_numpy(np.ascontiguousarray(axes.vectors[:, ::-1][:, :output_dim].T)).float()
     choice = Dense(width, output_dim, bias=False, activation_function=nn.Identity(), init_weight=top_axes)
     return [whitening, choice]
 

@@ -23,7 +23,7 @@ def anisotropic(n: int = 4000, dim: int = 12, seed: int = 0) -> np.ndarray:
 
 
 def covariance_after(train: np.ndarray, gamma: float, output_dim: int | None) -> np.ndarray:
-    weight, bias = head_frontier.tempered_whitening(train, gamma, output_dim)
+    weight, bias = head_frontier.tempered_whitening(head_frontier.principal_axes(train), gamma, output_dim)
     out = train @ weight.double().numpy().T + bias.double().numpy()
     assert np.abs(out.mean(axis=0)).max() < 1e-4  # centred (float32 weights)
     return np.cov(out, rowvar=False)
@@ -44,7 +44,7 @@ def test_gamma_tempers_the_spectrum_and_keeps_unit_average_variance() -> None:
         spreads[gamma] = eigenvalues.max() / eigenvalues.min()
     assert spreads[0.0] > spreads[0.5] > spreads[1.0] == pytest.approx(1.0, rel=1e-3)
     # γ 0 is the base's own geometry up to one scale: distances keep their ratios.
-    weight, _ = head_frontier.tempered_whitening(train, 0.0, None)
+    weight, _ = head_frontier.tempered_whitening(head_frontier.principal_axes(train), 0.0, None)
     a, b, c = train[:3]
     ratio = np.linalg.norm(weight.double().numpy() @ (a - b)) / np.linalg.norm(weight.double().numpy() @ (a - c))
     assert ratio == pytest.approx(np.linalg.norm(a - b) / np.linalg.norm(a - c), rel=1e-5)

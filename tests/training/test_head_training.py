@@ -314,7 +314,7 @@ def test_isotropic_head_starts_as_full_whitening_and_the_retraction_keeps_it_gau
     """The head maps its training embeddings to identity covariance at step 0 (ranking as γ 1 on the top axes), and
     after any update once OrthonormalRows has retracted it: only the choice of whitened directions can change."""
     from ragcun.training.head import OrthonormalRows, build_isotropic_head
-    from ragcun.whitening import tempered_whitening
+    from ragcun.whitening import principal_axes, tempered_whitening
 
     rng = np.random.default_rng(0)
     train = rng.normal(size=(3000, 12)) @ (rng.normal(size=(12, 12)) * np.linspace(0.1, 3.0, 12)) + 2.0
@@ -327,7 +327,7 @@ def test_isotropic_head_starts_as_full_whitening_and_the_retraction_keeps_it_gau
                 "sentence_embedding"]})["sentence_embedding"].double().numpy()
 
     assert np.abs(np.cov(head_output(), rowvar=False) - np.eye(5)).max() < 1e-3
-    weight, bias = tempered_whitening(train, 1.0, 5)
+    weight, bias = tempered_whitening(principal_axes(train), 1.0, 5)
     reference = train @ weight.double().numpy().T + bias.double().numpy()
 
     def distances(points: np.ndarray) -> np.ndarray:
