@@ -38,6 +38,7 @@ from torch import nn
 
 from ragcun.encoding.cache import DEFAULT_CACHE_DIR
 from ragcun.encoding.memoized_base import head_of
+from ragcun.encoding.table import key_parts
 from ragcun.encoding.precision import PRECISION_CHOICES, resolve_precision
 from ragcun.isotropy import isotropy_report
 from ragcun.model import load_base
@@ -65,7 +66,7 @@ def cached_table(recipe_path: str, base_path: str, encode_precision: str | None 
     recipe = parse_recipe(["--config", recipe_path, "--base_model", base_path, "--overwrite_output_dir", "true",
                            *overrides])
     prepared = prepare_run(recipe)
-    base = load_base(base_path)
+    base = load_base(base_path, revision=recipe.model.base_revision)
     if recipe.model.max_seq_length is not None:
         base.max_seq_length = recipe.model.max_seq_length
     prompts = dict(base.prompts)
@@ -75,21 +76,27 @@ def cached_table(recipe_path: str, base_path: str, encode_precision: str | None 
     cache_dir = Path(recipe.model.embedding_cache_dir or DEFAULT_CACHE_DIR)
     precision = resolve_precision(recipe.model.encode_precision, "cpu")
     encoded = head_training.encode_once(base, str(Path(base_path).expanduser()), groups, cache_dir, batch_size=128,
-                                        precision=precision)
-    table = np.load(encoded.table_path, allow_pickle=False)
+                                        precision=precision, revision=recipe.model.base_revision)
+    table, keys = encoded.read()
+    keys = inline(keys)
     heldout_rows = np.setdiff1d(np.arange(len(table)), encoded.train_rows)
-    keys = json.loads(encoded.texts_path.read_text(encoding="utf-8"))
     heldout, heldout_keys = table[heldout_rows], [keys[row] for row in heldout_rows]
     if heldout_texts > len(heldout_keys):
         seen_anchors = set(prepared.train_dataset["anchor"]) | set(prepared.eval_dataset["anchor"])
         extra = unseen_rows(recipe, seen_anchors, set(keys), heldout_texts - len(heldout_keys), prompts)
         more = head_training.encode_once(base, str(Path(base_path).expanduser()), extra, cache_dir, batch_size=128,
-                                         precision=precision)
-        heldout = np.concatenate([heldout, np.load(more.table_path, allow_pickle=False)])
-        heldout_keys += json.loads(more.texts_path.read_text(encoding="utf-8"))
+                                         precision=precision, revision=recipe.model.base_revision)
+        more_table, more_keys = more.read()
+        heldout = np.concatenate([heldout, more_table])
+        heldout_keys += inline(more_keys)
         print(f"held-out sample: {len(heldout_rows)} texts of the recipe's split + {len(heldout) - len(heldout_rows)} "
               "from rows it never drew", flush=True)
     return base, table[encoded.train_rows], heldout, heldout_keys
+
+
+def inline(keys: list[str]) -> list[str]:
+    """Table keys as the text the base saw: the prompt, then the text."""
+    return ["".join(key_parts(key)) for key in keys]
 
 
 def unseen_rows(recipe: Recipe, seen_anchors: set[str], seen_keys: set[str], count: int,

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ragcun.encoding.cache import encode_cached
+from ragcun.identity import embedding_identity
 from ragcun.evaluation import metrics as evaluation
 from ragcun.evaluation.beir import load_beir
 
@@ -62,7 +63,7 @@ def main() -> None:
         modules=[m for m in released if not isinstance(m, Normalize)], prompts=released.prompts, device="cpu"
     )
     base.max_seq_length = args.max_seq_length
-    model_id = str(args.model).rstrip("/").split("/")[-1] + "-unnormalized"
+    model_id = embedding_identity(args.model, "unnormalized")  # its files or commit, not its name: a new release re-encodes
     split = load_beir(args.beir, "test")
     fit_queries, fit_passages = training_sample(args.train, args.fit_size, args.seed)
 

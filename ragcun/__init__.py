@@ -4,6 +4,7 @@ from ragcun.isotropy import isotropy_report
 from ragcun.losses import CachedLeJEPALoss, EppsPulley, EuclideanMNRLoss, LeJEPALoss, SIGReg, SIGRegLoss
 from ragcun.model import DEFAULT_BASE_MODEL, build_model, fit_projection
 from ragcun.retrieval.retriever import GaussianRetriever, Hit
+from ragcun.training.api import train, train_head
 
 __version__ = "0.1.0"
 
@@ -20,4 +21,6 @@ __all__ = [
     "build_model",
     "fit_projection",
     "isotropy_report",
+    "train",
+    "train_head",
 ]

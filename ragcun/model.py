@@ -19,6 +19,8 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
 from torch import nn
 
+from ragcun.whitening import floor_variances, principal_axes, tempered_whitening, unit_variance_scale
+
 logger = logging.getLogger(__name__)
 
 ProjectionInit = Literal["whiten", "mrl", "random", "scaled"]
@@ -44,15 +46,17 @@ def resolve_base(base_model: str) -> str:
     return str(module.get_model_path())
 
 
-def load_base(base_model: str | SentenceTransformer, device: str | None = None) -> SentenceTransformer:
-    """Load a base by Hub id or local path, with an error that says what to do when it is not there."""
+def load_base(base_model: str | SentenceTransformer, device: str | None = None,
+              revision: str | None = None) -> SentenceTransformer:
+    """Load a base by Hub id (at ``revision`` when pinned) or local path, with an error that says what to do when it
+    is not there."""
     if isinstance(base_model, SentenceTransformer):
         return base_model
     base_model = resolve_base(str(base_model))
     if str(base_model).startswith("~"):
         base_model = str(Path(str(base_model)).expanduser())
     try:
-        return SentenceTransformer(str(base_model), device=device)
+        return SentenceTransformer(str(base_model), device=device, revision=revision)
     except (OSError, ValueError) as error:
         where = "local folder" if Path(str(base_model)).exists() else "Hub id"
         raise ValueError(
@@ -61,16 +65,6 @@ def load_base(base_model: str | SentenceTransformer, device: str | None = None) 
             "Face cache (HF_HUB_OFFLINE=1 only reads the cache). For EmbeddingGemma: accept its licence on the Hub, "
             "run `huggingface-cli login`, and download google/embeddinggemma-300m once."
         ) from error
-
-
-def unit_variance_scale(embeddings: np.ndarray, output_dim: int) -> float:
-    """The single factor init ``scaled`` multiplies by: unit average variance over the ``output_dim`` directions
-    it keeps (all coordinates at full width, else the top principal axes)."""
-    x = np.asarray(embeddings, dtype=np.float64)
-    if output_dim >= x.shape[1]:
-        return float(1.0 / np.sqrt(x.var(axis=0, ddof=1).mean()))
-    eigenvalues = np.linalg.eigvalsh(np.cov(x - x.mean(axis=0), rowvar=False))
-    return float(1.0 / np.sqrt(np.sort(eigenvalues)[::-1][:output_dim].clip(0).mean()))
 
 
 def fit_projection(
@@ -129,37 +123,21 @@ def fit_projection(
         if x.shape[0] <= output_dim:
             raise ValueError(f"init='scaled' to output_dim={output_dim} < {hidden} keeps the top principal axes and "
                              f"needs more than {output_dim} texts to find them (got {x.shape[0]}).")
-        mean = x.mean(axis=0)
-        eigenvalues, eigenvectors = np.linalg.eigh(np.cov(x - mean, rowvar=False))
-        order = np.argsort(eigenvalues)[::-1][:output_dim]
-        scale = 1.0 / np.sqrt(eigenvalues[order].clip(0).mean())
-        weight = eigenvectors[:, order].T * scale
-        return torch.from_numpy(weight).float(), torch.from_numpy(-weight @ mean).float()
-    mean = x.mean(axis=0)
-    if init == "mrl":
-        std = x[:, :output_dim].std(axis=0, ddof=1)
-        # Same floor as whiten's variances (1e-8 of the largest): a coordinate the base never varies
-        # (all-MiniLM-L6-v2 has three, constant to 1e-32) would otherwise get a weight near 1e12 and
-        # make the first training steps blow up; floored, it starts near 0 and the loss grows it.
-        floor = max(std.max() * 1e-4, 1e-12)
-        if (std < floor).any():
-            logger.warning(
-                "%d of the first %d coordinates barely vary on the init texts (std < %.1e); they start near 0 "
-                "instead of at unit variance.", int((std < floor).sum()), output_dim, floor,
-            )
-        scale = 1.0 / np.maximum(std, floor)
-        weight = np.zeros((output_dim, hidden))
-        weight[np.arange(output_dim), np.arange(output_dim)] = scale
-        bias = -mean[:output_dim] * scale
-    else:
-        covariance = np.cov(x - mean, rowvar=False)
-        eigenvalues, eigenvectors = np.linalg.eigh(covariance)
-        order = np.argsort(eigenvalues)[::-1][:output_dim]
-        # Floor the variances so a direction the sample never varies along is not blown up to infinity.
-        variances = np.maximum(eigenvalues[order], eigenvalues.max() * 1e-8)
-        weight = eigenvectors[:, order].T / np.sqrt(variances)[:, None]
-        bias = -weight @ mean
-    return torch.from_numpy(weight).float(), torch.from_numpy(np.asarray(bias)).float()
+    if init in ("scaled", "whiten"):  # γ 0 keeps the geometry (one scale), γ 1 whitens: ragcun.whitening
+        return tempered_whitening(principal_axes(x), 1.0 if init == "whiten" else 0.0, output_dim)
+    # mrl: a coordinate the base never varies (all-MiniLM-L6-v2 has three, constant to 1e-32) is floored as whitening's
+    # axes are, so it starts near 0 instead of with a weight near 1e12 that makes the first training steps blow up.
+    variances = x[:, :output_dim].var(axis=0, ddof=1)
+    floored = floor_variances(variances)
+    if (variances < floored).any():
+        logger.warning(
+            "%d of the first %d coordinates barely vary on the init texts (std < %.1e); they start near 0 "
+            "instead of at unit variance.", int((variances < floored).sum()), output_dim, np.sqrt(floored.min()),
+        )
+    scale = 1.0 / np.sqrt(floored)
+    weight = np.zeros((output_dim, hidden))
+    weight[np.arange(output_dim), np.arange(output_dim)] = scale
+    return torch.from_numpy(weight).float(), torch.from_numpy(-x[:, :output_dim].mean(axis=0) * scale).float()
 
 
 def _transformer_layers(transformer: Transformer) -> nn.ModuleList:

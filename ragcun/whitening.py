@@ -1,7 +1,9 @@
-"""PCA whitening with tempered eigenvalues: the post-hoc shape a user gets for free, and the isotropic head's base.
+"""PCA whitening and its relatives, fitted on a cloud of embeddings: the one home of principal axes and their floor.
 
-γ 0 keeps the base's geometry (one scale), γ 1 is full whitening (N(0, I) on the data it was fitted on); between
-them the spectrum is compressed by eigenvalue^(−γ/2).
+Each map here is x ↦ W (x − mean) along the cloud's principal axes, every axis scaled by eigenvalue^(−γ/2), then all
+by one factor to unit average variance. γ 0 keeps the base's geometry (one scale: init ``scaled``), γ 1 is full
+whitening (N(0, I) on the data it was fitted on: init ``whiten``, the reports' ``--whiten``, the isotropic head);
+between them the spectrum is compressed.
 """
 
 from __future__ import annotations
@@ -11,34 +13,63 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+# The one eigenvalue floor (an eigenvalue is the variance along its axis; init ``mrl`` floors per-coordinate variances
+# with it too), relative to the largest. A direction below it is treated as constant: scaled by at most 1e4 times the
+# largest direction's factor, it starts near 0 instead of blown up (all-MiniLM-L6-v2 has three coordinates constant
+# to 1e-32, which unfloored get weights near 1e12 and a first training loss of 1e6). Why 1e-8: on 3,000 SciFact
+# documents all-MiniLM-L6-v2's constant directions come out of the eigendecomposition at round-off (±1e-16 of the
+# largest) and its smallest real one at 3e-4, so 1e-8 is many orders from both: it floors only what never varies.
+VARIANCE_FLOOR = 1e-8
+
+
+def floor_variances(variances: np.ndarray) -> np.ndarray:
+    """``variances`` raised to at least ``VARIANCE_FLOOR`` times the largest: no scale by 1/√variance explodes."""
+    largest = variances.max()
+    if not largest > 0:
+        raise ValueError("The embeddings do not vary along any direction, so there is no variance to scale by: "
+                         "fit on varied texts.")
+    return np.maximum(variances, largest * VARIANCE_FLOOR)
+
 
 class PrincipalAxes(NamedTuple):
     """A cloud's mean and its covariance's eigendecomposition, fitted once and shared by every γ and head built on it."""
 
     mean: np.ndarray
-    eigenvalues: np.ndarray  # ascending; constant coordinates clipped to a tiny positive floor
+    eigenvalues: np.ndarray  # descending (the top axes first), floored by floor_variances
     vectors: np.ndarray  # the eigenvectors, as columns in the eigenvalues' order
 
 
 def principal_axes(train: np.ndarray) -> PrincipalAxes:
-    """The training embeddings' principal axes (one D x D eigendecomposition)."""
-    eigenvalues, vectors = np.linalg.eigh(np.cov(train, rowvar=False))
-    eigenvalues = np.clip(eigenvalues, eigenvalues.max() * 1e-6, None)  # constant coordinates stay (almost) 0
-    return PrincipalAxes(train.mean(axis=0), eigenvalues, vectors)
+    """The training embeddings' principal axes (one D x D eigendecomposition), largest variance first."""
+    x = np.asarray(train, dtype=np.float64)
+    eigenvalues, vectors = np.linalg.eigh(np.cov(x, rowvar=False))
+    eigenvalues, vectors = floor_variances(eigenvalues[::-1].copy()), np.ascontiguousarray(vectors[:, ::-1])
+    return PrincipalAxes(x.mean(axis=0), eigenvalues, vectors)
 
 
 def tempered_whitening(axes: PrincipalAxes, gamma: float, output_dim: int | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """x ↦ W (x − mean): PCA axes scaled by eigenvalue^(−γ/2), then all by one factor to unit average variance.
 
-    With ``output_dim`` only the top principal axes are kept (the projection, not rotated back), so coordinates the
-    base never varies (MiniLM has 3) are dropped instead of kept at variance 0.
+    With ``output_dim`` only the top principal axes are kept (the projection, not rotated back, largest variance
+    first), so coordinates the base never varies (MiniLM has 3) are dropped instead of kept at variance 0.
     """
     eigenvalues, vectors = axes.eigenvalues, axes.vectors
     if output_dim is not None:
-        eigenvalues, vectors = eigenvalues[-output_dim:], vectors[:, -output_dim:]
+        eigenvalues, vectors = eigenvalues[:output_dim], vectors[:, :output_dim]
     scales = eigenvalues ** (-gamma / 2)
     scales /= np.sqrt((eigenvalues * scales**2).mean())
     # Full width: rotate back (L2 distances do not depend on the rotation); below it, the kept axes themselves.
     weight = (vectors * scales) @ vectors.T if output_dim is None else (vectors * scales).T
+    # Row-major, as a saved model reloads it: a transposed layout takes another matmul path and other roundings.
+    weight = np.ascontiguousarray(weight)
     return torch.from_numpy(weight).float(), torch.from_numpy(-weight @ axes.mean).float()
+
+
+def unit_variance_scale(embeddings: np.ndarray, output_dim: int) -> float:
+    """γ 0's single factor: unit average variance over the ``output_dim`` directions kept (all coordinates at full
+    width, else the top principal axes). Init ``scaled`` multiplies by it, and training scales the base by it."""
+    x = np.asarray(embeddings, dtype=np.float64)
+    if output_dim >= x.shape[1]:
+        return float(1.0 / np.sqrt(x.var(axis=0, ddof=1).mean()))  # the covariance's trace: no eigendecomposition
+    return float(1.0 / np.sqrt(principal_axes(x).eigenvalues[:output_dim].mean()))

@@ -100,6 +100,7 @@ def test_max_seq_length(tiny_base_dir) -> None:
     assert model.preprocess(["a " * 50])["input_ids"].shape[1] == 7
 
 
+@pytest.mark.slow
 def test_saved_model_loads_without_ragcun(model, tmp_path: Path) -> None:
     """A user with only sentence-transformers installed gets the same model back."""
     save_dir = tmp_path / "ragcun-tiny"

@@ -7,25 +7,15 @@ this cache. Files are plain ``.npy`` arrays, read with ``allow_pickle=False``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 from sentence_transformers import SentenceTransformer
 
+from ragcun.identity import cache_key
 from ragcun.io import atomic_write
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "ragcun" / "embeddings"
-
-
-def cache_key(model_id: str, texts: list[str], prompt_name: str | None, max_seq_length: int) -> str:
-    digest = hashlib.sha256()
-    digest.update(json.dumps([model_id, prompt_name, max_seq_length]).encode())
-    for text in texts:
-        digest.update(text.encode())
-        digest.update(b"\0")
-    return digest.hexdigest()[:24]
 
 
 SHARD_SIZE = 512  # texts per partial file: an interrupted encode resumes from the last finished shard
@@ -42,6 +32,9 @@ def encode_cached(
     process_share: tuple[int, int] = (0, 1),
 ) -> np.ndarray | None:
     """Return un-normalized embeddings of ``texts``, from ``cache_dir`` when already computed.
+
+    ``model_id`` is what the cache knows the model by (:func:`ragcun.identity.embedding_identity`); the file name
+    is its :func:`~ragcun.identity.cache_key` with the texts, the prompt and the model's max_seq_length.
 
     Long lists are encoded in shards of ``shard_size`` texts, each saved as it finishes
     (``<key>.part-<i>.npy``): a run killed an hour into a corpus loses at most one shard. When all shards

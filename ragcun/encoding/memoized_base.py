@@ -3,15 +3,15 @@
 A head-only model is the base's modules, unchanged, then a small head. Evaluating five such heads on SciFact and
 DL19 would encode the same 16k documents five times with the same backbone (an hour each with EmbeddingGemma on a
 CPU). Here the backbone is replaced, for evaluation only, by :class:`MemoizedBase`, which asks the real base for a
-text's embedding the first time it is seen and looks it up afterwards; the memo is kept on disk, keyed by the base's
-folder fingerprint, its max_seq_length and the precision, so a later run reuses it, and written every
+text's embedding the first time it is seen and looks it up afterwards; the memo is kept on disk (the lookup table
+format of :mod:`ragcun.encoding.table`), keyed by the base's fingerprint, its max_seq_length and the precision, so a
+later run reuses it, and written every
 ``save_every`` new texts, so a run killed an hour into a corpus keeps what the base had encoded. The result equals
 the full stack's output (same modules, same weights), up to batch padding noise.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,8 @@ import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules.input_module import InputModule
 
-from ragcun.encoding.cache import cache_key
-from ragcun.identity import folder_fingerprint
-from ragcun.io import atomic_write
+from ragcun.encoding.table import load_table, save_table, text_key
+from ragcun.identity import cache_key, embedding_identity
 
 
 class MemoizedBase(InputModule):
@@ -41,13 +40,9 @@ class MemoizedBase(InputModule):
         self.rows: list[np.ndarray] = []
         self.unsaved = 0
         if memo_path is not None and memo_path.is_file():
-            with np.load(memo_path, allow_pickle=False) as saved:  # table and keys in one file, written at once
-                table = saved["table"]
-                keys = (json.loads(saved["keys_json"].tobytes().decode("utf-8")) if "keys_json" in saved.files
-                        else [str(key) for key in saved["keys"]])  # memos written before the keys were JSON
-            if len(keys) == len(table):
-                self.keys, self.rows = keys, [table]
-                self.index = {key: row for row, key in enumerate(keys)}
+            table, self.keys = load_table(memo_path)
+            self.rows = [table]
+            self.index = {key: row for row, key in enumerate(self.keys)}
         self.table = torch.from_numpy(np.concatenate(self.rows)) if self.rows else None
 
     @property
@@ -56,13 +51,13 @@ class MemoizedBase(InputModule):
 
     def preprocess(self, inputs: Sequence[str], prompt: str | None = None, **kwargs: Any) -> dict[str, torch.Tensor]:
         texts = list(inputs)
-        keys = [json.dumps([prompt or "", text]) for text in texts]  # where the prompt ends is part of the key
+        keys = [text_key(text, prompt) for text in texts]
         missing = list(dict.fromkeys(text for text, key in zip(texts, keys) if key not in self.index))
         if missing:
             embeddings = self.base.encode(missing, prompt=prompt or "", batch_size=self.batch_size,
                                           convert_to_numpy=True, normalize_embeddings=False).astype(np.float32)
             for text in missing:
-                key = json.dumps([prompt or "", text])
+                key = text_key(text, prompt)
                 self.index[key] = len(self.keys)
                 self.keys.append(key)
             self.rows.append(embeddings)
@@ -86,19 +81,18 @@ class MemoizedBase(InputModule):
         """Write the memo beside the embedding cache (atomic: a kill leaves the previous memo)."""
         if self.memo_path is None or not self.unsaved:
             return
-        self.memo_path.parent.mkdir(parents=True, exist_ok=True)
-        # the keys as one UTF-8 JSON byte array: a fixed-width string array would pad every key to the longest text
-        keys_json = np.frombuffer(json.dumps(self.keys).encode("utf-8"), dtype=np.uint8)
-        atomic_write(self.memo_path, lambda tmp: np.savez(tmp, table=self.table.numpy(), keys_json=keys_json))
+        save_table(self.memo_path, self.table.numpy(), self.keys)
         self.unsaved = 0
 
     def save(self, output_path: str, *args: Any, **kwargs: Any) -> None:
         raise TypeError("MemoizedBase exists for evaluation only; save the full model instead.")
 
 
-def memo_path(base_path: str, base: SentenceTransformer, cache_dir: Path, precision: str) -> Path:
-    """Where a base's memo lives: keyed by its folder fingerprint, max_seq_length and precision."""
-    key = cache_key(f"{folder_fingerprint(base_path)}|memo|{precision}", [], None, base.max_seq_length)
+def memo_path(base_path: str, base: SentenceTransformer, cache_dir: Path, precision: str,
+              revision: str | None = None) -> Path:
+    """Where a base's memo lives: keyed by its fingerprint (a Hub id's commit, at ``revision`` when pinned),
+    max_seq_length and precision."""
+    key = cache_key(embedding_identity(base_path, "memo", precision, revision), [], None, base.max_seq_length)
     return Path(cache_dir).expanduser() / f"{key}.memo.npz"
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from scipy import stats
 from sklearn.calibration import calibration_curve
 
+from ragcun.distance import paired_squared_l2
 from ragcun.evaluation.beir import BeirSplit
 from ragcun.evaluation.metrics import Ranking
 from ragcun.gaussian import CorpusNull, distance_pvalue
@@ -41,10 +42,8 @@ def null_calibration(
     related = np.array([split.qrels.get(split.query_ids[q], {}).get(split.corpus_ids[d], 0) > 0
                         for q, d in zip(q_index, d_index)])
     q_index, d_index = q_index[~related][:pairs], d_index[~related][:pairs]
-    null_distances = np.linalg.norm(queries[q_index].astype(np.float64) - documents[d_index], axis=1)
-    candidate_distances = np.linalg.norm(
-        queries[:, None, :].astype(np.float64) - documents[ranking.indices], axis=2
-    )
+    null_distances = np.sqrt(paired_squared_l2(queries[q_index].astype(np.float64), documents[d_index]))
+    candidate_distances = np.sqrt(paired_squared_l2(queries[:, None, :].astype(np.float64), documents[ranking.indices]))
     corpus = CorpusNull(dim, min_documents=2)
     corpus.add(documents)
     nulls = {

@@ -2,7 +2,7 @@
 calibration, and MTEB.
 
     ragcun-evaluate --model output/run/final --baseline ~/.cache/ragcun/embeddinggemma-300m \
-        --data ../shared/data/scifact --output-dir data/processed [--whiten] [--mteb-tasks SciFact ...]
+        --data ../shared/data/scifact --output_dir data/processed [--whiten] [--mteb_tasks SciFact ...]
 
 Each model keeps its own similarity and prompts. Reports: isotropy_comparison.csv/.png,
 rag_performance_comparison.csv, rag_performance.png, reliability.png, report.md.
@@ -17,6 +17,9 @@ from pathlib import Path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Options are spelled as ragcun-train's (snake_case, as transformers' scripts): the same name for the same idea
+    (``--encode_precision``, ``--embedding_cache_dir``, ``--max_seq_length``); the earlier spellings (``--precision``,
+    ``--cache-dir``, ``--output-dir``, ...) are still accepted."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", required=True, help="model path or Hub id (repeatable)")
     parser.add_argument("--baseline", action="append", default=[], help="baseline model path or Hub id (repeatable)")
@@ -25,31 +28,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "also the MTEB model name ('org/name' as given, else 'ragcun-eval/<name>')")
     parser.add_argument("--data", action="append", default=[], type=Path, help="BEIR folder (repeatable)")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--output-dir", type=Path, default=Path("data/processed"))
-    parser.add_argument("--max-seq-length", type=int, default=256, help="the same cap for every model")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--precision", choices=("float32", "bfloat16", "auto"), default="float32",
+    parser.add_argument("--output_dir", "--output-dir", type=Path, default=Path("data/processed"))
+    parser.add_argument("--max_seq_length", "--max-seq-length", type=int, default=256, help="the same cap for every model")
+    parser.add_argument("--batch_size", "--batch-size", type=int, default=32)
+    parser.add_argument("--encode_precision", "--precision", choices=("float32", "bfloat16", "auto"), default="float32",
                         help="bfloat16: the transformer under bfloat16 autocast, pooling and projection in float32 "
                              "(several times faster on CPUs with AMX, several times slower on CPUs without native "
                              "bfloat16, where it warns); auto: bfloat16 where native, else float32. The same for "
                              "every model")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="embedding cache (default ~/.cache/ragcun/embeddings)")
-    parser.add_argument("--frozen-base", default=None,
+    parser.add_argument("--embedding_cache_dir", "--cache_dir", "--cache-dir", type=Path, default=None,
+                        help="embedding cache (default ~/.cache/ragcun/embeddings; shared with ragcun-train)")
+    parser.add_argument("--frozen_base", "--frozen-base", default=None,
                         help="the frozen base of head-only models: every model that is a head on it encodes through "
                              "its memoized embeddings (the base encodes each text once for all of them; kept in the "
                              "cache dir); other models encode as usual")
+    parser.add_argument("--revision", action="append", default=[], metavar="HUB_ID=REVISION",
+                        help="pin a model or frozen base given by Hub id to a branch, tag or 40-hex commit (repeatable): "
+                             "loaded at it, its cached embeddings keyed by that commit. Default: the commit the local "
+                             "Hugging Face cache holds; needed only when that cannot be read offline")
     parser.add_argument("--whiten", action="store_true", help="add each model + post-hoc whitening fitted on the corpus")
-    parser.add_argument("--whiten-dim", type=int, help="whiten to this many dimensions (default: the model's width)")
-    parser.add_argument("--mteb-tasks", nargs="+", default=[], help="MTEB task names, run with mteb.evaluate (Hub data)")
-    parser.add_argument("--mteb-local", action="store_true", help="also run each --data folder as an MTEB retrieval task")
+    parser.add_argument("--whiten_dim", "--whiten-dim", type=int, help="whiten to this many dimensions (default: the model's width)")
+    parser.add_argument("--mteb_tasks", "--mteb-tasks", nargs="+", default=[], help="MTEB task names, run with mteb.evaluate (Hub data)")
+    parser.add_argument("--mteb_local", "--mteb-local", action="store_true", help="also run each --data folder as an MTEB retrieval task")
     parser.add_argument("--sts", type=Path, default=None, help="an STS Benchmark folder, run as an MTEB STS task")
-    parser.add_argument("--mteb-output", type=Path, default=None, help="MTEB results folder (default OUTPUT_DIR/mteb)")
+    parser.add_argument("--mteb_output", "--mteb-output", type=Path, default=None, help="MTEB results folder (default OUTPUT_DIR/mteb)")
     return parser.parse_args(argv)
 
 
 def run_mteb_tasks(args: argparse.Namespace, models: dict[str, str], memo=None) -> dict[str, dict[str, float]]:
     """Named MTEB tasks and local folders through mteb, each model under its own explicit name."""
-    from ragcun.encoding.precision import precision_tag
     from ragcun.evaluation.mteb import beir_retrieval_task, resolve_tasks, run_mteb, sts_task
     from ragcun.evaluation.reports import load_for_evaluation, with_memoized_base
     from ragcun.identity import weights_revision
@@ -64,9 +71,9 @@ def run_mteb_tasks(args: argparse.Namespace, models: dict[str, str], memo=None) 
     output = args.mteb_output or args.output_dir / "mteb"
     scores = {}
     for name, path in models.items():
-        model = load_for_evaluation(path, args.max_seq_length, args.precision)
+        model = load_for_evaluation(path, args.max_seq_length, args.encode_precision, pinned_revisions(args).get(path))
         # the precision is part of the revision: bfloat16 results never stand in for float32 ones, or back
-        revision = weights_revision(model) + precision_tag(args.precision, "-")
+        revision = weights_revision(model, args.encode_precision)
         # an explicit name per model: a fine-tuned model never reads back its base model's cached results
         scores[name] = run_mteb(with_memoized_base(model, memo), tasks, output,
                                 model_name=name if "/" in name else f"ragcun-eval/{name}", revision=revision)
@@ -81,7 +88,19 @@ def frozen_base_memo(args: argparse.Namespace):
         return None
     from ragcun.evaluation.reports import memoized_base
 
-    return memoized_base(args.frozen_base, args.max_seq_length, args.precision, args.cache_dir, args.batch_size)
+    return memoized_base(args.frozen_base, args.max_seq_length, args.encode_precision, args.embedding_cache_dir,
+                         args.batch_size, pinned_revisions(args).get(args.frozen_base))
+
+
+def pinned_revisions(args: argparse.Namespace) -> dict[str, str]:
+    """``--revision HUB_ID=REVISION`` as {Hub id: revision}."""
+    pinned = {}
+    for given in args.revision:
+        hub_id, separator, revision = given.partition("=")
+        if not (separator and hub_id and revision):
+            raise ValueError(f"--revision {given!r}: write HUB_ID=REVISION, e.g. --revision org/model=<40-hex commit>.")
+        pinned[hub_id] = revision
+    return pinned
 
 
 def display_names(paths: list[str], names: list[str]) -> list[str]:
@@ -100,8 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     from ragcun.encoding.precision import resolve_precision
     from ragcun.evaluation.reports import evaluate_models
 
-    args.precision = resolve_precision(args.precision, "cuda" if torch.cuda.is_available() else "cpu")
-    print(f"encoding precision: {args.precision}")
+    args.encode_precision = resolve_precision(args.encode_precision, "cuda" if torch.cuda.is_available() else "cpu")
+    print(f"encoding precision: {args.encode_precision}")
 
     paths = [*args.model, *args.baseline]
     try:
@@ -113,8 +132,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.data:
             systems = evaluate_models(models, args.data, args.output_dir, split_name=args.split,
                                       max_seq_length=args.max_seq_length, batch_size=args.batch_size,
-                                      cache_dir=args.cache_dir, whiten=args.whiten,
-                                      whiten_dim=args.whiten_dim, precision=args.precision, memo=memo)
+                                      cache_dir=args.embedding_cache_dir, whiten=args.whiten,
+                                      whiten_dim=args.whiten_dim, precision=args.encode_precision, memo=memo,
+                                      revisions=pinned_revisions(args))
         mteb_scores = run_mteb_tasks(args, models, memo)
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"{Path(sys.argv[0]).name}: error: {error}")

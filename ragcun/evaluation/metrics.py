@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from ragcun.distance import l2_distances
 from ragcun.evaluation.beir import BeirSplit
 from ragcun.nearest import k_smallest
 
@@ -30,8 +31,7 @@ def similarity_scores(queries: np.ndarray, documents: np.ndarray, similarity: st
     if similarity == "dot":
         return queries @ documents.T
     if similarity == "euclidean":
-        squared = (queries**2).sum(1)[:, None] + (documents**2).sum(1)[None, :] - 2 * queries @ documents.T
-        return -np.sqrt(np.maximum(squared, 0.0))
+        return -l2_distances(queries, documents)
     raise ValueError(f"Unknown similarity {similarity!r}; expected one of {', '.join(SIMILARITIES)}.")
 
 

@@ -20,14 +20,14 @@ from sentence_transformers import SentenceTransformer
 
 from ragcun.encoding.cache import DEFAULT_CACHE_DIR, encode_cached
 from ragcun.encoding.memoized_base import MemoizedBase, head_of, memo_path, on_memoized_base
-from ragcun.encoding.precision import check_precision, precision_tag, set_encoding_precision
+from ragcun.encoding.precision import check_precision, set_encoding_precision
 from ragcun.evaluation import plots
 from ragcun.evaluation.beir import BeirSplit, load_beir
 from ragcun.evaluation.calibration import ReliabilityCurve, logistic_calibration, null_calibration
 from ragcun.evaluation.metrics import rank, relevance_labels, retrieval_metrics, separation
 from ragcun.evaluation.tables import markdown_table
 from ragcun.gaussian import CorpusNull
-from ragcun.identity import folder_fingerprint
+from ragcun.identity import embedding_identity
 from ragcun.io import atomic_write_text, ensure_writable_folder
 from ragcun.isotropy import isotropy_figures, isotropy_report
 from ragcun.model import fit_projection, load_base
@@ -90,19 +90,22 @@ def whitening(documents: np.ndarray, output_dim: int | None = None) -> tuple[np.
     return weight.numpy().astype(np.float64), bias.numpy().astype(np.float64)
 
 
-def load_for_evaluation(path: str, max_seq_length: int | None, precision: str) -> SentenceTransformer:
-    """Every evaluated model, for the reports and for MTEB alike, at the same token cap and precision."""
-    model = set_encoding_precision(load_base(path), precision)
+def load_for_evaluation(path: str, max_seq_length: int | None, precision: str,
+                        revision: str | None = None) -> SentenceTransformer:
+    """Every evaluated model, for the reports and for MTEB alike, at the same token cap and precision (a Hub id at
+    ``revision`` when pinned)."""
+    model = set_encoding_precision(load_base(path, revision=revision), precision)
     if max_seq_length:
         model.max_seq_length = max_seq_length
     return model
 
 
 def memoized_base(base_path: str, max_seq_length: int | None, precision: str, cache_dir: Path | None = None,
-                  batch_size: int = 32) -> MemoizedBase:
+                  batch_size: int = 32, revision: str | None = None) -> MemoizedBase:
     """The frozen base at the evaluation's token cap and precision, memoized in the cache folder for the next run."""
-    base = load_for_evaluation(base_path, max_seq_length, precision)
-    return MemoizedBase(base, memo_path(base_path, base, cache_dir or DEFAULT_CACHE_DIR, precision), batch_size=batch_size)
+    base = load_for_evaluation(base_path, max_seq_length, precision, revision)
+    return MemoizedBase(base, memo_path(base_path, base, cache_dir or DEFAULT_CACHE_DIR, precision, revision),
+                        batch_size=batch_size)
 
 
 def with_memoized_base(model: SentenceTransformer, memo: MemoizedBase | None) -> SentenceTransformer:
@@ -116,9 +119,10 @@ def model_similarity(model: SentenceTransformer) -> str:
     return str(getattr(model, "similarity_fn_name", None) or "cosine")
 
 
-def embedding_key(path: str, name: str, precision: str) -> str:
-    """The cache identity of a model's embeddings: its files, the name it is reported under, its precision."""
-    return f"{folder_fingerprint(path)}|{name}{precision_tag(precision, '|')}"
+def embedding_key(path: str, name: str, precision: str, revision: str | None = None) -> str:
+    """The cache identity of a model's embeddings: its files (a Hub id's commit), the name it is reported under,
+    its precision."""
+    return embedding_identity(path, name, precision, revision)
 
 
 def evaluate_models(
@@ -134,23 +138,26 @@ def evaluate_models(
     whiten_dim: int | None = None,
     precision: str = "float32",
     memo: MemoizedBase | None = None,
+    revisions: dict[str, str] | None = None,
 ) -> list[System]:
     """``models`` maps a display name to a model path or Hub id. Returns every system with its metrics.
 
     ``precision="bfloat16"`` encodes with the transformer under bfloat16 autocast (:mod:`ragcun.encoding.precision`);
     its embeddings are cached under their own keys. With ``memo`` (a frozen base), the models that are a head on
-    that base encode through it: the base encodes each text once for all of them.
+    that base encode through it: the base encodes each text once for all of them. ``revisions`` pins the revision
+    of models given by Hub id (keyed by path or Hub id, as in ``models``).
     """
     check_output_dir(output_dir)
     check_precision(precision)
     cache_dir = cache_dir or DEFAULT_CACHE_DIR
     splits = {Path(folder).name: load_beir(folder, split_name) for folder in datasets}  # bad folders fail here
-    loaded = {name: with_memoized_base(load_for_evaluation(path, max_seq_length, precision), memo)
+    revisions = revisions or {}
+    loaded = {name: with_memoized_base(load_for_evaluation(path, max_seq_length, precision, revisions.get(path)), memo)
               for name, path in models.items()}
     systems: list[System] = []
     curves: dict[str, ReliabilityCurve] = {}
     for name, model in loaded.items():
-        key = embedding_key(models[name], name, precision)
+        key = embedding_key(models[name], name, precision, revisions.get(models[name]))
         similarity = model_similarity(model)
         for dataset, split in splits.items():
             queries, documents = encode_dataset(model, key, split, cache_dir, batch_size)
@@ -226,24 +233,44 @@ def heldout_isotropy_row(name: str, model_path: str) -> dict | None:
     return None
 
 
+ISOTROPY_CSV_COLUMNS = ["model", "dataset", "view", "n_documents", "dim", *ISOTROPY_COLUMNS]
+
+
+def isotropy_rows_of(name: str, dataset: str, embeddings: np.ndarray) -> list[dict]:
+    """The rows of isotropy_comparison.csv for one model's embeddings of one text sample: as output (``raw``) and
+    ``corpus-standardized`` (the sample's mean removed, its one average spread divided out)."""
+    rows = []
+    for view, x in (("raw", embeddings), ("corpus-standardized", corpus_standardized(embeddings))):
+        report = isotropy_report(x, sigreg_slices=256)
+        rows.append({"model": name, "dataset": dataset, "view": view, "n_documents": len(embeddings),
+                     "dim": embeddings.shape[1], **{k: report[k] for k in ISOTROPY_COLUMNS}})
+    return rows
+
+
+def write_isotropy_comparison(embeddings: dict[str, np.ndarray], output_dir: Path, dataset: str) -> list[dict]:
+    """isotropy_comparison.csv and .png for models' embeddings of one text sample (a held-out split, say), the
+    same table and figure as ``evaluate_models`` writes for a BEIR corpus; returns the rows."""
+    output_dir = Path(output_dir)
+    check_output_dir(output_dir)
+    rows = [row for name, x in embeddings.items() for row in isotropy_rows_of(name, dataset, x)]
+    atomic_write_text(output_dir / "isotropy_comparison.csv", _csv(rows, ISOTROPY_CSV_COLUMNS))
+    plots.isotropy_figure(embeddings, output_dir / "isotropy_comparison.png")
+    return rows
+
+
 def write_reports(systems: list[System], curves: dict[str, ReliabilityCurve], output_dir: Path,
                   heldout_rows: list[dict] | None = None) -> None:
     isotropy_rows, performance_rows = [], []
     first_dataset = systems[0].dataset
     documents_for_plot = {}
     for system in systems:
-        for view, documents in (("raw", system.documents), ("corpus-standardized", corpus_standardized(system.documents))):
-            report = isotropy_report(documents, sigreg_slices=256)
-            isotropy_rows.append({"model": system.name, "dataset": system.dataset, "view": view,
-                                  "n_documents": len(system.documents), "dim": system.documents.shape[1],
-                                  **{k: report[k] for k in ISOTROPY_COLUMNS}})
+        isotropy_rows += isotropy_rows_of(system.name, system.dataset, system.documents)
         performance_rows.append({"model": system.name, "dataset": system.dataset, "similarity": system.similarity,
                                  **system.metrics})
         if system.dataset == first_dataset:
             documents_for_plot[system.name] = system.documents
     isotropy_rows += heldout_rows or []
-    atomic_write_text(output_dir / "isotropy_comparison.csv",
-                 _csv(isotropy_rows, ["model", "dataset", "view", "n_documents", "dim", *ISOTROPY_COLUMNS]))
+    atomic_write_text(output_dir / "isotropy_comparison.csv", _csv(isotropy_rows, ISOTROPY_CSV_COLUMNS))
     atomic_write_text(output_dir / "rag_performance_comparison.csv",
                  _csv(performance_rows, ["model", "dataset", "similarity", *PERFORMANCE_COLUMNS]))
     plots.isotropy_figure(documents_for_plot, output_dir / "isotropy_comparison.png")

@@ -8,16 +8,18 @@ import torch.distributed as dist
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 from torch import Tensor, nn
 
+from ragcun.distance import squared_l2
+
 
 def negative_l2_distance(a: Tensor, b: Tensor, eps: float = 1e-12) -> Tensor:
     """−‖aᵢ − bⱼ‖ for every pair, with a finite gradient when two embeddings coincide.
 
-    ``torch.cdist`` back-propagates NaN at distance 0 (d√x/dx is infinite there). Clamping the
-    squared distance away from 0 makes that gradient exactly 0 instead, which is also the right
-    answer: moving either point changes a zero distance only at second order.
+    The same squared distances as the evaluation scores with (:func:`ragcun.distance.squared_l2`), floored
+    differently: ``torch.cdist`` back-propagates NaN at distance 0 (d√x/dx is infinite there), and so
+    would a floor at 0. Clamping the squared distance to ``eps`` makes that gradient exactly 0 instead,
+    which is also the right answer: moving either point changes a zero distance only at second order.
     """
-    squared = a.square().sum(-1, keepdim=True) + b.square().sum(-1).unsqueeze(0) - 2 * a @ b.transpose(0, 1)
-    return -squared.clamp_min(eps).sqrt()
+    return -squared_l2(a, b).clamp_min(eps).sqrt()
 
 
 class EuclideanMNRLoss(MultipleNegativesRankingLoss):

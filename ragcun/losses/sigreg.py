@@ -42,7 +42,8 @@ class SIGReg(nn.Module):
     Set ``step`` (e.g. from the trainer's global step) to make a resumed run draw what the uninterrupted run
     would have drawn. In D dimensions they see the mean and the overall scale, little of the covariance.
 
-    **Principal slices** (``num_principal``, 64 by default): eigenvectors of a running second moment of
+    **Principal slices** (``num_principal``, off by default, as LeJEPA and the recommended recipes; 64 is a good
+    count when on): eigenvectors of a running second moment of
     *earlier* embeddings (:class:`~ragcun.losses.principal_directions.PrincipalDirections`) whose eigenvalues
     depart most from 1: where the cloud is most stretched, squeezed or offset. They exist once about D
     embeddings have been seen; before that the statistic is the random slices' alone.
@@ -81,7 +82,7 @@ class SIGReg(nn.Module):
         num_knots: int = 17,
         t_max: float = 3.0,
         seed: int = 0,
-        num_principal: int | None = 64,
+        num_principal: int | None = 0,
         memory_size: int = 0,
         memory_max_age: int = 4,
         principal_horizon: int | None = None,

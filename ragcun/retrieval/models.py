@@ -21,12 +21,25 @@ from ragcun.retrieval.checks import _check_vectors
 FINGERPRINT_METHOD = "sha256 over module types, prompts, embedding dimension and every state_dict tensor (v1)"
 
 
+def one_model_argument(model: Any, model_path: Any) -> tuple[Any, str | None]:
+    """(loaded model or None, folder / Hub id or None) from either parameter: ``model`` and ``model_path`` each take
+    a folder, a Hub id or a loaded model, so ``load(directory, "out/final")`` means the folder, as it reads."""
+    model_is_path, path_is_model = isinstance(model, (str, os.PathLike)), not isinstance(model_path, (str, os.PathLike))
+    if model_is_path and model_path is not None:
+        raise ValueError(f"Two models were given, {model!r} and {model_path!r}: pass the model once.")
+    if model_is_path:
+        return None, str(model)
+    if model_path is not None and path_is_model:
+        if model is not None:
+            raise ValueError("Two models were given: pass the model once.")
+        return model_path, None
+    return model, None if model_path is None else str(model_path)
+
+
 def open_model(model: Any, model_path: str | None, device: str | None, dimension: int | None,
                calibration: str) -> tuple[Any, int | None]:
     """The model a new retriever encodes with (``model``, else loaded from ``model_path``, else None) and the
     embedding dimension (the model's, else ``dimension``); warns where the global p-values would mislead."""
-    if model is not None and isinstance(model, (str, os.PathLike)):
-        raise TypeError("model= takes a loaded SentenceTransformer; pass a folder or Hub id as model_path= instead.")
     if model is None and model_path is not None:
         from ragcun.model import load_base  # plain SentenceTransformer(path), no remote code
 

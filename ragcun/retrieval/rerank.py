@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ragcun.distance import paired_squared_l2
 from ragcun.retrieval.config import IndexConfig
 
 # Queries are searched in blocks of this many, so a huge batch never builds a huge distance matrix.
@@ -58,6 +59,6 @@ def _squared_distances(store: Any, queries: np.ndarray, candidates: np.ndarray, 
         stop = start + per_block
         mask = valid[start:stop]
         vectors = store.vectors(candidates[start:stop][mask]).astype(dtype, copy=False)
-        difference = vectors - queries[start:stop][np.nonzero(mask)[0]].astype(dtype, copy=False)
-        squared[start:stop][mask] = np.einsum("ij,ij->i", difference, difference)
+        rows = queries[start:stop][np.nonzero(mask)[0]].astype(dtype, copy=False)
+        squared[start:stop][mask] = paired_squared_l2(vectors, rows)
     return squared

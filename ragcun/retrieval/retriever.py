@@ -45,7 +45,7 @@ from ragcun.retrieval.checks import (
     _normalize_id,
 )
 from ragcun.retrieval.config import Backend, IndexConfig, IndexType, _config_field
-from ragcun.retrieval.models import encode, load_model, model_manifest, open_model
+from ragcun.retrieval.models import encode, load_model, model_manifest, one_model_argument, open_model
 from ragcun.retrieval.persistence import (
     _RESAVE_HINT,
     RECORDS_FILE,
@@ -169,9 +169,10 @@ class GaussianRetriever:
         """
         Args:
             model_path: a local folder or Hub id of a SentenceTransformer, loaded with plain
-                ``SentenceTransformer`` (no remote code); also recorded in the saved manifest.
-            model: an already loaded SentenceTransformer (or any object with ``encode``), instead of model_path.
-                With neither, the retriever only takes precomputed embeddings (``add_embeddings`` /
+                ``SentenceTransformer`` (no remote code); also recorded in the saved manifest. A loaded model
+                is accepted here too.
+            model: an already loaded SentenceTransformer (or any object with ``encode``), or a folder or Hub id
+                as model_path; give the model once, in either parameter. With neither, the retriever only takes precomputed embeddings (``add_embeddings`` /
                 ``search_embeddings``).
             index: ``"flat"`` (exact), ``"binary"``, ``"ivf"`` or ``"hnsw"`` (see the class docstring).
             backend: ``"auto"`` (FAISS if importable, else numpy), ``"faiss"`` or ``"numpy"``.
@@ -196,6 +197,7 @@ class GaussianRetriever:
         )  # fmt: skip
         query_cache_size = _check_int("query_cache_size", query_cache_size, 0)
         dimension = _check_optional_int("dimension", dimension)
+        model, model_path = one_model_argument(model, model_path)
         self.model, self._dim = open_model(model, model_path, device, dimension, self.config.calibration)
         self.model_path = str(model_path) if model_path is not None else None
         self._null: CorpusNull | None = None  # created with the first vectors (the dimension is known then)
@@ -550,7 +552,8 @@ class GaussianRetriever:
     ) -> GaussianRetriever:
         """Load a retriever written by :meth:`save`.
 
-        The model is ``model``, else ``model_path``, else the one recorded in the manifest. It must output
+        The model is ``model`` (a folder, a Hub id or a loaded model, as in the constructor; ``model_path`` is still
+        accepted), else the one recorded in the manifest. It must output
         embeddings of the saved dimension, and its fingerprint (see :func:`ragcun.identity.model_fingerprint`)
         must match the one recorded: a different model would put queries in another space than the stored documents.
         ``allow_model_mismatch=True`` accepts a different model of the same dimension that you know to be
@@ -567,6 +570,7 @@ class GaussianRetriever:
         config = IndexConfig.from_manifest(manifest, rerank_storage=rerank_storage, storage_dir=storage_dir, calibration=calibration)
         dim = manifest["dimension"]
         saved_model = manifest["model"]
+        model, model_path = one_model_argument(model, model_path)
         model, same_model = load_model(model, model_path, saved_model, dim, allow_model_mismatch, directory, device)
         retriever = cls(model=model, dimension=dim, query_cache_size=query_cache_size, **config.keywords())
         # Where the model can be found again, for the next save: only if it is the recorded model.

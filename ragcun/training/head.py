@@ -27,10 +27,10 @@ from torch import nn
 from transformers import TrainerCallback
 
 from ragcun.cached_input import CachedEmbeddings
-from ragcun.encoding.cache import cache_key, encode_cached
-from ragcun.encoding.precision import encoding_precision, precision_tag
-from ragcun.identity import folder_fingerprint
-from ragcun.io import atomic_write, atomic_write_text
+from ragcun.encoding.cache import encode_cached
+from ragcun.encoding.precision import encoding_precision
+from ragcun.encoding.table import TABLE_SUFFIX, key_parts, load_table, save_table, text_key
+from ragcun.identity import cache_key, embedding_identity
 from ragcun.model import fit_projection
 from ragcun.whitening import principal_axes, tempered_whitening
 
@@ -84,22 +84,26 @@ def heldout_prompt(column: str, prompts: dict[str, str]) -> str | None:
 
 @dataclass
 class EncodedTexts:
-    table_path: Path
-    texts_path: Path
+    table_path: Path  # a lookup table (:mod:`ragcun.encoding.table`): rows and their (prompt, text) keys
     train_rows: np.ndarray  # rows of the table that hold training texts (the head's init is fitted on those)
 
+    def read(self) -> tuple[np.ndarray, list[str]]:
+        """The table's rows and keys."""
+        return load_table(self.table_path)
 
-def frozen_base_id(base_path: str, precision: str) -> str:
-    """What the cache knows the frozen base by: its folder fingerprint and, beyond float32, the precision it
-    encoded in (bfloat16 embeddings never stand in for float32 ones, or back)."""
-    return f"{folder_fingerprint(base_path)}|frozen-base{precision_tag(precision, '|')}"
+
+def frozen_base_id(base_path: str, precision: str, revision: str | None = None) -> str:
+    """What the cache knows the frozen base by (:func:`~ragcun.identity.embedding_identity`: its fingerprint, a Hub
+    id's commit at ``revision`` when pinned, and the precision it encoded in)."""
+    return embedding_identity(base_path, "frozen-base", precision, revision)
 
 
 def encode_own_shards(base: SentenceTransformer, base_path: str, groups: TextGroups, cache_dir: Path,
-                      batch_size: int, process_index: int, num_processes: int, precision: str = "float32") -> None:
+                      batch_size: int, process_index: int, num_processes: int, precision: str = "float32",
+                      revision: str | None = None) -> None:
     """This process's share of every group's missing shards (see ``encode_cached``): under ``accelerate launch``
     N processes encode the texts N times faster; :func:`encode_once` then joins them."""
-    model_id = frozen_base_id(base_path, precision)
+    model_id = frozen_base_id(base_path, precision, revision)
     with encoding_precision(base, precision):
         for split_groups in (groups.train, groups.heldout):
             for prompt_name, texts in split_groups.items():
@@ -108,12 +112,12 @@ def encode_own_shards(base: SentenceTransformer, base_path: str, groups: TextGro
 
 
 def encode_once(base: SentenceTransformer, base_path: str, groups: TextGroups, cache_dir: Path,
-                batch_size: int, precision: str = "float32") -> EncodedTexts:
+                batch_size: int, precision: str = "float32", revision: str | None = None) -> EncodedTexts:
     """The frozen base's embeddings of every group, encoded as at inference (``encode(prompt_name=...)``, the
-    transformer in ``precision``) and cached by evaluate.py's ``encode_cached`` (keyed by the base's folder
-    fingerprint and precision, the texts, the prompt and max_seq_length, in resumable shards), then joined into one
-    lookup table keyed by the exact string the model's preprocessing receives: prompt + text."""
-    model_id = frozen_base_id(base_path, precision)
+    transformer in ``precision``) and cached by evaluate.py's ``encode_cached`` (keyed by the base's fingerprint and
+    precision, the texts, the prompt and max_seq_length, in resumable shards), then joined into one lookup table
+    keyed by what the model's preprocessing receives: the prompt string and the text (:func:`text_key`)."""
+    model_id = frozen_base_id(base_path, precision, revision)
     cache_dir = Path(cache_dir).expanduser().resolve()
     keys: list[str] = []
     parts: list[np.ndarray] = []
@@ -123,17 +127,16 @@ def encode_once(base: SentenceTransformer, base_path: str, groups: TextGroups, c
             for prompt_name, texts in split_groups.items():
                 prefix = base.prompts.get(prompt_name or base.default_prompt_name or "", "")
                 parts.append(encode_cached(base, model_id, texts, prompt_name, cache_dir, batch_size=batch_size))
-                keys += [prefix + text for text in texts]
+                group_keys = [text_key(text, prefix) for text in texts]
+                keys += group_keys
                 if split == "train":
-                    train_keys.update(prefix + text for text in texts)
+                    train_keys.update(group_keys)
     table = np.concatenate(parts)
-    digest = cache_key(model_id, keys, None, base.max_seq_length)
-    table_path, texts_path = cache_dir / f"{digest}.table.npy", cache_dir / f"{digest}.texts.json"
-    if not (table_path.is_file() and texts_path.is_file()):
-        atomic_write(table_path, lambda tmp: np.save(tmp, table, allow_pickle=False))
-        atomic_write_text(texts_path, json.dumps(keys))
+    table_path = cache_dir / f"{cache_key(model_id, keys, None, base.max_seq_length)}{TABLE_SUFFIX}"
+    if not table_path.is_file():
+        save_table(table_path, table, keys)
     train_rows = np.array(sorted({row for row, key in enumerate(keys) if key in train_keys}))
-    return EncodedTexts(table_path, texts_path, train_rows)
+    return EncodedTexts(table_path, train_rows)
 
 
 def check_same_table(checkpoint: Path, encoded: EncodedTexts) -> None:
@@ -141,13 +144,26 @@ def check_same_table(checkpoint: Path, encoded: EncodedTexts) -> None:
     config = checkpoint / CachedEmbeddings.config_file_name
     if not config.is_file():
         return
-    saved = json.loads(config.read_text(encoding="utf-8")).get("table_path")
-    if saved is not None and Path(saved) != encoded.table_path:
+    saved_config = json.loads(config.read_text(encoding="utf-8"))
+    saved = saved_config.get("table_path")
+    if saved is not None and Path(saved) != encoded.table_path and not _same_rows(saved_config, encoded):
         raise ValueError(
             f"{checkpoint} was trained on the embeddings in {saved}, but this recipe encodes to {encoded.table_path} "
             "(another base, data, prompt or max_seq_length). Resume with the recipe the run started with, or start a "
             "new run in another output_dir."
         )
+
+
+def _same_rows(saved_config: dict, encoded: EncodedTexts) -> bool:
+    """Whether a checkpoint written before the one table format (a ``.npy`` and its prompt + text list) was trained
+    on exactly the embeddings ``encoded`` holds, text for text: then it resumes on the new table."""
+    if saved_config.get("texts_path") is None:
+        return False
+    earlier = CachedEmbeddings(saved_config["table_path"], saved_config["texts_path"])
+    table, keys = encoded.read()
+    rows = earlier.preprocess(["".join(key_parts(key)) for key in keys])["input_ids"]
+    return len(earlier.index) == len(keys) and bool((rows >= 0).all()) and np.array_equal(earlier.table[rows].numpy(),
+                                                                                            table)
 
 
 # Pre-activation spread of a deep head's Tanh layers at init: tanh(x) is within 2% of x at one standard deviation,
@@ -205,7 +221,7 @@ def build_isotropic_head(train_embeddings: np.ndarray, output_dim: int) -> list[
     weight, bias = tempered_whitening(axes, gamma=1.0)
     whitening = Dense(width, width, bias=True, activation_function=nn.Identity(), init_weight=weight, init_bias=bias)
     whitening.requires_grad_(False)
-    top_axes = torch.from_numpy(np.ascontiguousarray(axes.vectors[:, ::-1][:, :output_dim].T)).float()
+    top_axes = torch.from_numpy(np.ascontiguousarray(axes.vectors[:, :output_dim].T)).float()
     choice = Dense(width, output_dim, bias=False, activation_function=nn.Identity(), init_weight=top_axes)
     return [whitening, choice]
 
@@ -227,14 +243,14 @@ class OrthonormalRows(TrainerCallback):
 def lookup_model(base: SentenceTransformer, encoded: EncodedTexts) -> SentenceTransformer:
     """The frozen base as a table lookup, ranking with the base's own similarity: what hard negatives are mined
     with, and what the base's held-out figures are read from."""
-    return SentenceTransformer(modules=[CachedEmbeddings(str(encoded.table_path), str(encoded.texts_path))],
+    return SentenceTransformer(modules=[CachedEmbeddings(str(encoded.table_path))],
                                prompts=dict(base.prompts), default_prompt_name=base.default_prompt_name,
                                similarity_fn_name=base.similarity_fn_name or "cosine", device="cpu")
 
 
 def training_model(base: SentenceTransformer, encoded: EncodedTexts, head: list[Dense]) -> SentenceTransformer:
     """What the trainer trains: the cached lookup in the backbone's place, then the head."""
-    return SentenceTransformer(modules=[CachedEmbeddings(str(encoded.table_path), str(encoded.texts_path)), *head],
+    return SentenceTransformer(modules=[CachedEmbeddings(str(encoded.table_path)), *head],
                                prompts=dict(base.prompts), default_prompt_name=base.default_prompt_name,
                                similarity_fn_name="euclidean", device="cpu")
 

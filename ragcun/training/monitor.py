@@ -32,6 +32,32 @@ LOGGED_ISOTROPY = isotropy_figures(
 )
 
 
+# Which way each logged figure improves. Retrieval figures and the verdict grow; distances from N(0, I) shrink. The
+# rest (variances, norms, floors) are best at a target value, not at an end, so they cannot pick a checkpoint alone.
+GREATER_IS_BETTER = frozenset({"mrr@10", "recall@10", "is_isotropic"})
+LOWER_IS_BETTER = frozenset(isotropy_figures(
+    "mean_norm", "mean_norm_excess", "cov_identity_fro", "cov_floor_ratio", "mean_abs_offdiag_corr",
+    "offdiag_corr_excess", "sigreg", among=LOGGED_ISOTROPY))
+
+
+def greater_is_better(metric: str) -> bool:
+    """Whether a larger ``metric_for_best_model`` is better: ``eval_heldout_sigreg`` is not, a loss is not.
+
+    Accepts the name as logged (``eval_heldout_mrr@10``) or without its prefixes; names this module does not log
+    keep transformers' rule (greater is better unless the name ends in ``loss``)."""
+    figure = metric.removeprefix("eval_").removeprefix("heldout_")
+    if figure in GREATER_IS_BETTER:
+        return True
+    if figure in LOWER_IS_BETTER:
+        return False
+    if figure in LOGGED_ISOTROPY:
+        raise ValueError(
+            f"metric_for_best_model {metric!r} is best at a target value (N(0, I)'s), not at its largest or smallest: "
+            f"pick one of {sorted(GREATER_IS_BETTER | LOWER_IS_BETTER)}, or set greater_is_better yourself."
+        )
+    return not metric.endswith("loss")
+
+
 def ranking_at_10(query_embeddings: torch.Tensor, doc_embeddings: torch.Tensor, model: SentenceTransformer) -> dict[str, float]:
     """MRR@10 and Recall@10 where document i is the one relevant document of query i.
 
@@ -79,8 +105,8 @@ class IsotropyRetrievalEvaluator(SentenceEvaluator):
         if primary_metric not in known:
             raise ValueError(f"primary_metric {primary_metric!r} is not one of {sorted(known)}.")
         self.primary_metric = primary_metric
-        # distances from N(0, I) shrink as training succeeds; retrieval figures grow
-        self.greater_is_better = primary_metric in {"mrr@10", "recall@10", "is_isotropic"}
+        # a figure best at a target value counts as lower-is-better here, as it always has for this evaluator
+        self.greater_is_better = primary_metric in GREATER_IS_BETTER
 
     def _encode(self, model: SentenceTransformer, texts: list[str], prompt_name: str) -> torch.Tensor:
         prompt = prompt_name if prompt_name in model.prompts else None

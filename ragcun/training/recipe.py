@@ -22,6 +22,7 @@ from transformers import HfArgumentParser
 from ragcun.encoding.precision import PRECISION_CHOICES
 from ragcun.losses import SIGReg
 from ragcun.model import DEFAULT_BASE_MODEL, PROJECTION_INITS
+from ragcun.training.monitor import greater_is_better
 
 OBJECTIVES = ("lejepa", "mnrl_gor")
 
@@ -38,6 +39,12 @@ class ModelArguments:
     """The model stack (see ``ragcun.build_model``)."""
 
     base_model: str = option(DEFAULT_BASE_MODEL, "Hub id or local folder of the base embedder.")
+    base_revision: str | None = option(
+        None,
+        "A Hub base's revision (branch, tag or 40-hex commit): loaded at it, and its cached embeddings keyed by the "
+        "commit it resolves to. Default: the commit the local Hugging Face cache holds for the default branch. Needed "
+        "only when that cannot be read offline; a local folder is keyed by its files and ignores it.",
+    )
     output_dim: int = option(512, "Width of the N(0, I) embedding.")
     init: str = option("mrl", f"Projection init: {', '.join(PROJECTION_INITS)}.")
     init_samples: int = option(2000, "Training texts used to fit the whiten/mrl projection.")
@@ -121,10 +128,10 @@ class LossArguments:
     lambda_isotropy: float = option(0.01, "Weight of SIGReg.")
     num_slices: int = option(1024, "Random directions per SIGReg step.")
     num_principal: int | None = option(
-        64,
+        0,
         "SIGReg's principal directions (eigenvectors of a running second moment of earlier "
         "embeddings, the most departing first), tested on the batch plus the cross-batch memory. "
-        "0: off (random slices only, as LeJEPA); null: all of them.",
+        "0 (default): off, random slices only, as LeJEPA and the recommended recipes; null: all of them.",
     )
     memory_size: int = option(
         0,
@@ -263,13 +270,16 @@ def load_recipe_file(path: str | Path) -> dict[str, Any]:
     return recipe
 
 
-def parse_recipe(argv: list[str] | None = None) -> Recipe:
-    """``--config recipe.yaml`` (optional) and ``--any_option value`` overrides, in that order of precedence."""
+def parse_recipe(argv: list[str] | None = None, options: dict[str, Any] | None = None) -> Recipe:
+    """``--config recipe.yaml`` (optional), then ``options`` (recipe keys as Python values, for callers of
+    :func:`ragcun.train`), then ``--any_option value`` flags, each overriding the one before."""
     pre_parser = argparse.ArgumentParser(add_help=False)
     pre_parser.add_argument("--config", default=None)
     known, overrides = pre_parser.parse_known_args(argv)
     recipe = load_recipe_file(known.config) if known.config else {}
     _refuse_unknown(list(recipe), "recipe key")
+    _refuse_unknown(list(options or {}), "option")
+    recipe.update(options or {})
     # HfArgumentParser accepts --some-option as well as --some_option
     flags = [token[2:].split("=", 1)[0].replace("-", "_") for token in overrides if token.startswith("--")]
     _refuse_unknown([flag for flag in flags if flag not in ("help",)], "option")
@@ -289,4 +299,9 @@ def parse_recipe(argv: list[str] | None = None) -> Recipe:
     for instance in (model_args, loss_args, data_args):
         resolved.update({f.name: getattr(instance, f.name) for f in fields(instance)})
     resolved.setdefault("output_dir", training_args.output_dir)
-    return Recipe(model_args, loss_args, data_args, training_args, resolved, frozenset(recipe) | frozenset(flags))
+    given = frozenset(recipe) | frozenset(flags)
+    if training_args.metric_for_best_model and "greater_is_better" not in given:
+        # transformers guesses "greater is better" for every name but *loss; the held-out figures say their own way
+        training_args.greater_is_better = greater_is_better(training_args.metric_for_best_model)
+        resolved["greater_is_better"] = training_args.greater_is_better
+    return Recipe(model_args, loss_args, data_args, training_args, resolved, given)

@@ -14,6 +14,7 @@ import logging
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,16 +248,17 @@ def _head_only_model(base: SentenceTransformer, base_path: str, recipe: Recipe, 
     if args.world_size > 1:
         # each process encodes its share of the shards; all of them are on disk before the main process joins them
         head_training.encode_own_shards(base, base_path, groups, cache_dir, args.per_device_eval_batch_size,
-                                        args.process_index, args.world_size, precision)
+                                        args.process_index, args.world_size, precision, model_args.base_revision)
         torch.distributed.barrier()
     with args.main_process_first(desc="joining the frozen base's embeddings"):
         encoded = head_training.encode_once(base, base_path, groups, cache_dir,
-                                            batch_size=args.per_device_eval_batch_size, precision=precision)
+                                            batch_size=args.per_device_eval_batch_size, precision=precision,
+                                            revision=model_args.base_revision)
     if resume is not None:
         head_training.check_same_table(Path(resume), encoded)
     lookup = head_training.lookup_model(base, encoded)
     train_dataset = _mine(recipe, train_dataset, lookup)
-    train_embeddings = np.load(encoded.table_path, allow_pickle=False)[encoded.train_rows]
+    train_embeddings = encoded.read()[0][encoded.train_rows]
     if model_args.isotropic_head:
         head = head_training.build_isotropic_head(train_embeddings, model_args.output_dim)
     else:
@@ -275,77 +277,120 @@ def _save_model_atomically(model: SentenceTransformer, final_dir: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)  # the names earlier versions staged under
 
 
-def run_training(recipe: Recipe, prepared: PreparedRun | None = None) -> dict[str, Any]:
-    """Train as the recipe says; returns the training summary (also written to output_dir)."""
-    started = time.time()
-    prepared = prepared or prepare_run(recipe)
-    train_dataset, eval_dataset, resume = prepared.train_dataset, prepared.eval_dataset, prepared.resume
-    args, model_args, loss_args, data_args = recipe.training, recipe.model, recipe.loss, recipe.data
-    output_dir = Path(args.output_dir)
+@dataclass
+class ModelSetup:
+    """What a training mode hands the shared part of the run: the model the trainer trains and what goes with it."""
 
-    base_model: str | SentenceTransformer = resolve_base(model_args.base_model)
+    model: SentenceTransformer
+    train_dataset: Dataset  # with mined negatives, where the recipe mines
+    base_metrics: dict[str, Any]  # the held-out figures of the base as released (empty without held-out rows)
+    save: Callable[[], SentenceTransformer]  # the model written to output_dir/final once trained
+    loss_extras: dict[str, Any] = dataclasses.field(default_factory=dict)  # mode-specific LeJEPALoss arguments
+    callbacks: list[TrainerCallback] = dataclasses.field(default_factory=list)
+
+
+def _head_only_mode(recipe: Recipe, base: SentenceTransformer, base_path: str, prepared: PreparedRun,
+                    evaluator: IsotropyRetrievalEvaluator | None) -> ModelSetup:
+    """The frozen base's cached embeddings under a trained head (see :mod:`ragcun.training.head`)."""
+    setup = _head_only_model(base, base_path, recipe, prepared.train_dataset, prepared.eval_dataset, prepared.resume)
+    loss_extras: dict[str, Any] = {}
+    if recipe.loss.lambda_anchor > 0:  # the cached lookup is the frozen base
+        loss_extras = dict(lambda_anchor=recipe.loss.lambda_anchor, anchor_model=setup.model[0],
+                           anchor_scale=recipe.loss.anchor_scale or setup.base_scale)
+    callbacks = [head_training.OrthonormalRows(setup.model[-1])] if recipe.model.isotropic_head else []
+    # the base's own figures, read from the cached embeddings (the same vectors, no encoding)
+    base_metrics = evaluator(setup.base) if evaluator is not None else {}
+    return ModelSetup(setup.model, setup.train_dataset, base_metrics, lambda: head_training.assemble(base, setup.model),
+                      loss_extras, callbacks)
+
+
+def _backbone_mode(recipe: Recipe, base: SentenceTransformer, base_path: str, prepared: PreparedRun,
+                   evaluator: IsotropyRetrievalEvaluator | None) -> ModelSetup:
+    """ragcun's stack on the base (projection, no Normalize, euclidean), its top layers fine-tuned."""
+    model_args = recipe.model
+    base_metrics = evaluator(base) if evaluator is not None else {}  # the base as released, before it changes
+    train_dataset = _mine(recipe, prepared.train_dataset, base)  # the base as released ranks the training documents
+    init_texts = None if model_args.init == "random" else _init_texts(train_dataset, model_args.init_samples,
+                                                                      recipe.training.seed)
+    model = build_model(base, output_dim=model_args.output_dim, init=model_args.init, init_texts=init_texts,
+                        freeze_layers=model_args.freeze_layers, freeze_embeddings=model_args.freeze_embeddings,
+                        max_seq_length=model_args.max_seq_length, seed=recipe.training.seed)
+    return ModelSetup(model, train_dataset, base_metrics, lambda: model)
+
+
+def _cosine_baseline_mode(recipe: Recipe, base: SentenceTransformer, base_path: str, prepared: PreparedRun,
+                          evaluator: IsotropyRetrievalEvaluator | None) -> ModelSetup:
+    """The comparison baseline: the base as released (cosine), fine-tuned with MNRL + GOR."""
+    base_metrics = evaluator(base) if evaluator is not None else {}
+    train_dataset = _mine(recipe, prepared.train_dataset, base)
+    model = _cosine_baseline(base, recipe.model)
+    return ModelSetup(model, train_dataset, base_metrics, lambda: model)
+
+
+TRAINING_MODES = {"head_only": _head_only_mode, "backbone": _backbone_mode, "cosine_baseline": _cosine_baseline_mode}
+
+
+def training_mode(recipe: Recipe) -> str:
+    """Which of :data:`TRAINING_MODES` a recipe asks for."""
+    if recipe.model.train_head_only:
+        return "head_only"
+    return "cosine_baseline" if recipe.loss.objective == "mnrl_gor" else "backbone"
+
+
+def _loss(recipe: Recipe, setup: ModelSetup) -> torch.nn.Module:
+    loss_args = recipe.loss
+    if loss_args.objective == "mnrl_gor":
+        return MNRLGORLoss(setup.model, scale=loss_args.cosine_scale, gor_weight=loss_args.gor_weight)
+    loss_kwargs = dict(lambda_contrastive=loss_args.lambda_contrastive, lambda_isotropy=loss_args.lambda_isotropy,
+                       scale=loss_args.mnrl_scale, seed=recipe.training.seed,
+                       isotropy_by_role=loss_args.isotropy_by_role, **loss_args.sigreg_kwargs(), **setup.loss_extras)
+    if loss_args.gradcache_mini_batch_size:
+        return CachedLeJEPALoss(setup.model, mini_batch_size=loss_args.gradcache_mini_batch_size, **loss_kwargs)
+    return LeJEPALoss(setup.model, **loss_kwargs)
+
+
+def _load_base(recipe: Recipe, prepared: PreparedRun) -> tuple[SentenceTransformer, str]:
+    """The base model and where it was loaded from (a tiny one built from a config when the recipe says so)."""
+    model_args, args = recipe.model, recipe.training
+    base_model = resolve_base(model_args.base_model)
     if model_args.tiny_base:
         from ragcun.tiny_model import build_tiny_gemma
 
-        tiny_dir = output_dir / "tiny-base"
+        tiny_dir = Path(args.output_dir) / "tiny-base"
         with args.main_process_first(desc="building the tiny base"):
             if not (tiny_dir / "modules.json").is_file():
-                texts = [t for column in train_dataset.column_names for t in train_dataset[column] if t is not None]
-                if eval_dataset is not None:
-                    texts += [t for column in eval_dataset.column_names for t in eval_dataset[column] if t is not None]
+                texts = [t for dataset in (prepared.train_dataset, prepared.eval_dataset) if dataset is not None
+                         for column in dataset.column_names for t in dataset[column] if t is not None]
                 build_tiny_gemma(tiny_dir, texts, hidden_size=model_args.tiny_hidden_size,
                                  num_layers=model_args.tiny_num_layers, seed=args.seed)
         base_model = str(tiny_dir)
-    base = load_base(base_model)
+    base = load_base(base_model, revision=model_args.base_revision)
     if model_args.train_head_only and model_args.max_seq_length is not None:
         base.max_seq_length = model_args.max_seq_length  # the base's own figures at the length the head sees
-    evaluator = _heldout_evaluator(eval_dataset, data_args.eval_metric)
-    # the base as released (its own similarity, normalized if it normalizes): the starting point a user has;
-    # with head-only training, read from the cached embeddings once they exist (the same vectors, no encoding)
-    base_metrics = evaluator(base) if evaluator is not None and not model_args.train_head_only else {}
-    if not model_args.train_head_only:
-        train_dataset = _mine(recipe, train_dataset, base)  # the base as released ranks the training documents
-    head_only = None
-    if model_args.train_head_only:
-        head_only = _head_only_model(base, str(base_model), recipe, train_dataset, eval_dataset, resume)
-        model, train_dataset = head_only.model, head_only.train_dataset
-        if evaluator is not None:
-            base_metrics = evaluator(head_only.base)
-    elif loss_args.objective == "mnrl_gor":
-        model = _cosine_baseline(base, model_args)
-    else:
-        model = build_model(
-            base,
-            output_dim=model_args.output_dim,
-            init=model_args.init,
-            init_texts=None if model_args.init == "random" else _init_texts(train_dataset, model_args.init_samples, args.seed),
-            freeze_layers=model_args.freeze_layers,
-            freeze_embeddings=model_args.freeze_embeddings,
-            max_seq_length=model_args.max_seq_length,
-            seed=args.seed,
-        )
+    return base, str(base_model)
+
+
+def run_training(recipe: Recipe, prepared: PreparedRun | None = None) -> dict[str, Any]:
+    """Train as the recipe says; returns the training summary (also written to output_dir).
+
+    One entry for the three modes (:func:`training_mode`): each builds its model; the loss, the trainer, the
+    summary and the saving are shared."""
+    started = time.time()
+    prepared = prepared or prepare_run(recipe)
+    args, data_args = recipe.training, recipe.data
+    output_dir = Path(args.output_dir)
+    base, base_path = _load_base(recipe, prepared)
+    evaluator = _heldout_evaluator(prepared.eval_dataset, data_args.eval_metric)
+    setup = TRAINING_MODES[training_mode(recipe)](recipe, base, base_path, prepared, evaluator)
+    model, train_dataset, eval_dataset, resume = setup.model, setup.train_dataset, prepared.eval_dataset, prepared.resume
     if args.prompts is None:
         args.prompts = _column_prompts(model, train_dataset.column_names)
-
-    loss_kwargs = dict(lambda_contrastive=loss_args.lambda_contrastive, lambda_isotropy=loss_args.lambda_isotropy,
-                       scale=loss_args.mnrl_scale, seed=args.seed, isotropy_by_role=loss_args.isotropy_by_role,
-                       **loss_args.sigreg_kwargs())
-    if loss_args.lambda_anchor > 0 and head_only is not None:  # the cached lookup is the frozen base
-        loss_kwargs.update(lambda_anchor=loss_args.lambda_anchor, anchor_model=model[0],
-                           anchor_scale=loss_args.anchor_scale or head_only.base_scale)
-    if loss_args.objective == "mnrl_gor":
-        loss = MNRLGORLoss(model, scale=loss_args.cosine_scale, gor_weight=loss_args.gor_weight)
-    elif loss_args.gradcache_mini_batch_size:
-        loss = CachedLeJEPALoss(model, mini_batch_size=loss_args.gradcache_mini_batch_size, **loss_kwargs)
-    else:
-        loss = LeJEPALoss(model, **loss_kwargs)
+    loss = _loss(recipe, setup)
 
     before = evaluator(model) if evaluator is not None else {}
-    callbacks: list[TrainerCallback] = []
+    callbacks = list(setup.callbacks)
     if hasattr(loss, "sigreg"):
-        callbacks.append(SIGRegStepCallback(loss.sigreg, resume_from=resume))
-    if head_only is not None and model_args.isotropic_head:
-        callbacks.append(head_training.OrthonormalRows(model[-1]))  # the whitened directions the head keeps
+        callbacks.insert(0, SIGRegStepCallback(loss.sigreg, resume_from=resume))
 
     trainer = SentenceTransformerTrainer(
         model=model,
@@ -371,15 +416,14 @@ def run_training(recipe: Recipe, prepared: PreparedRun | None = None) -> dict[st
         "final_metrics": after,
         "best_metric": trainer.state.best_metric,
         "best_checkpoint": trainer.state.best_model_checkpoint,
-        "base_metrics": base_metrics,
+        "base_metrics": setup.base_metrics,
         "isotropy_before": before,
         "isotropy_after": after,
         "log_history": trainer.state.log_history,
     }
     if trainer.is_world_process_zero():
         output_dir.mkdir(parents=True, exist_ok=True)
-        _save_model_atomically(head_training.assemble(base, model) if model_args.train_head_only else model,
-                               output_dir / "final")
+        _save_model_atomically(setup.save(), output_dir / "final")
         atomic_write_text(output_dir / "recipe.yaml", yaml.safe_dump(_plain(recipe.resolved), sort_keys=False))
         atomic_write_text(output_dir / "training_summary.json", json.dumps(_plain(summary), indent=2) + "\n")
         print_summary(summary, output_dir)

@@ -20,7 +20,7 @@ from ragcun import LeJEPALoss, SIGReg
 
 WORLD_SIZE, LOCAL_BATCH, DIM_IN, DIM_OUT, COLUMNS, STEPS = 2, 5, 8, 6, 3, 6
 # memory of 2 steps, directions re-estimated each step from a short horizon: both active from step 3 on
-SHAPE = dict(memory_size=4096, memory_max_age=2, principal_horizon=16)
+SHAPE = dict(num_principal=64, memory_size=4096, memory_max_age=2, principal_horizon=16)
 
 
 def global_batch(step: int) -> torch.Tensor:
@@ -89,18 +89,21 @@ def single_process() -> dict[str, torch.Tensor]:
     return result
 
 
+@pytest.mark.slow
 def test_sigreg_value_equals_single_process(rank_results, single_process) -> None:
     for result in rank_results:
         assert torch.allclose(result["sigreg_alone"], single_process["sigreg_alone"], rtol=1e-10)
         assert torch.allclose(result["sigreg"], single_process["sigreg"], rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_contrastive_with_gathered_negatives_equals_single_process(rank_results, single_process) -> None:
     # each rank scores its own queries against every rank's documents; their mean is the global loss
     mean_over_ranks = torch.stack([r["contrastive"] for r in rank_results]).mean()
     assert torch.allclose(mean_over_ranks, single_process["contrastive"], rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_gradients_after_ddp_averaging_equal_single_process(rank_results, single_process) -> None:
     names = [key for key in single_process if key.startswith("grad.")]
     assert names

@@ -97,7 +97,7 @@ def test_config_and_citation_for_the_model_card() -> None:
     loss = LeJEPALoss(nn.Identity(), num_slices=256)
     config = loss.get_config_dict()
     assert config["num_slices"] == 256 and config["lambda_isotropy"] == 0.01 and config["scale"] == 1.0
-    assert config["num_principal"] == 64 and config["memory_size"] == 0  # the shape-aware defaults
+    assert config["num_principal"] == 0 and config["memory_size"] == 0  # LeJEPA's random slices, as recommended
     assert "2511.08544" in loss.citation and "1807.03748" in loss.citation
 
 
@@ -121,7 +121,7 @@ def test_cached_loss_equals_uncached(tiny_model) -> None:
     """Step after step, so that SIGReg's memory and principal directions are in play by the last step."""
     queries, passages = tiny_texts()
     batches = [[queries[i : i + 12], passages[i : i + 12], passages[i + 12 : i + 24]] for i in (0, 24, 48, 12, 36)]
-    shape = dict(memory_size=4096, memory_max_age=2, principal_horizon=32)
+    shape = dict(num_principal=64, memory_size=4096, memory_max_age=2, principal_horizon=32)
     results = []
     for loss in (
         LeJEPALoss(tiny_model, lambda_isotropy=0.05, num_slices=128, seed=1, **shape),

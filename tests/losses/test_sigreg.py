@@ -80,7 +80,7 @@ def fit_linear_map(sigreg: SIGReg, steps: int = 300, dim: int = 64, batch: int =
 
 def test_principal_slices_shape_a_map_that_random_slices_leave_anisotropic() -> None:
     random_only = fit_linear_map(SIGReg(num_slices=256, num_principal=0))
-    shape_aware = fit_linear_map(SIGReg(num_slices=256))
+    shape_aware = fit_linear_map(SIGReg(num_slices=256, num_principal=64))
     assert shape_aware < 0.6 * random_only, (shape_aware, random_only)
 
 
@@ -109,7 +109,7 @@ def test_wrong_shape_and_bad_slices() -> None:
         SIGReg(num_slices=0)
 
 
-# ---------------------------------------------------------------- shape-aware defaults: principal slices + memory
+# ---------------------------------------------------------------- shape-aware options: principal slices + memory
 def anisotropic(n: int, d: int, generator: torch.Generator) -> torch.Tensor:
     """Variances spread 0.25-1.75 (mean 1): a random slice sees ~1, the eigen-directions see the spread."""
     return torch.randn(n, d, generator=generator) * torch.linspace(0.25, 1.75, d).sqrt()
@@ -129,16 +129,16 @@ def test_null_does_not_move_once_principal_slices_and_memory_are_on() -> None:
     # The directions come from embeddings no longer tested: on N(0, I) every slice stays N(0, 1). Taken from
     # the tested embeddings instead, the extreme eigen-directions of 1,000 samples in 64-d would read ~1.5x
     # variance and the statistic would be far above the null.
-    sigreg = SIGReg(num_slices=256, memory_size=4096, principal_refresh=2)
+    sigreg = SIGReg(num_slices=256, num_principal=64, memory_size=4096, principal_refresh=2)
     values = stream(sigreg, standard, steps=48, batch=64, d=64)
     assert sigreg.principal.current is not None and sigreg.memory.global_count > 64
     assert sum(values[-24:]) / 24 == pytest.approx(epps_pulley_expected_null(), rel=0.15)
 
 
-def test_defaults_see_anisotropy_that_random_slices_miss() -> None:
-    null = stream(SIGReg(), standard, steps=40, batch=256, d=128)[-16:]
-    shaped = stream(SIGReg(), anisotropic, steps=40, batch=256, d=128)[-16:]
-    random_only = stream(SIGReg(num_principal=0), anisotropic, steps=40, batch=256, d=128)[-16:]
+def test_principal_slices_see_anisotropy_that_random_slices_miss() -> None:
+    null = stream(SIGReg(num_principal=64), standard, steps=40, batch=256, d=128)[-16:]
+    shaped = stream(SIGReg(num_principal=64), anisotropic, steps=40, batch=256, d=128)[-16:]
+    random_only = stream(SIGReg(), anisotropic, steps=40, batch=256, d=128)[-16:]
     assert sum(shaped) > 3 * sum(null)
     assert sum(random_only) < 1.5 * sum(null)
 
@@ -152,21 +152,21 @@ def test_no_principal_is_the_random_sketch_exactly() -> None:
 
 
 def test_memory_is_bounded_by_size_and_age() -> None:
-    by_size = SIGReg(num_slices=8, memory_size=100, memory_max_age=50)
+    by_size = SIGReg(num_slices=8, num_principal=64, memory_size=100, memory_max_age=50)
     stream(by_size, standard, steps=10, batch=30, d=8)
     assert by_size.memory.global_count == 90  # whole steps: a fourth would exceed 100
-    by_age = SIGReg(num_slices=8, memory_size=10_000, memory_max_age=3)
+    by_age = SIGReg(num_slices=8, num_principal=64, memory_size=10_000, memory_max_age=3)
     stream(by_age, standard, steps=10, batch=30, d=8)
     assert [entry.step for entry in by_age.memory.entries] == [7, 8, 9]
 
 
 def test_evaluation_neither_reads_nor_writes_the_memory() -> None:
-    sigreg = SIGReg(num_slices=16, memory_size=4096, principal_horizon=64)
+    sigreg = SIGReg(num_slices=16, num_principal=64, memory_size=4096, principal_horizon=64)
     stream(sigreg, anisotropic, steps=8, batch=32, d=8)
     held, weight = sigreg.memory.global_count, sigreg.principal.weight
     x = anisotropic(32, 8, torch.Generator().manual_seed(5))
     # the batch alone, on the directions as they stand: what a fresh SIGReg with those directions computes
-    alone = SIGReg(num_slices=16, memory_size=4096, principal_horizon=64)
+    alone = SIGReg(num_slices=16, num_principal=64, memory_size=4096, principal_horizon=64)
     alone.principal.current, alone.step = sigreg.principal.current.clone(), sigreg.step
     with torch.no_grad():
         assert sigreg(x).item() == pytest.approx(alone(x).item(), rel=1e-6)
@@ -178,7 +178,7 @@ def test_evaluation_neither_reads_nor_writes_the_memory() -> None:
 def test_state_round_trip_resumes_exactly(tmp_path) -> None:
     from safetensors.torch import load_file, save_file
 
-    kwargs = dict(num_slices=16, memory_size=96, memory_max_age=4, principal_horizon=64, principal_refresh=3)
+    kwargs = dict(num_slices=16, num_principal=64, memory_size=96, memory_max_age=4, principal_horizon=64, principal_refresh=3)
     straight = SIGReg(**kwargs)
     expected = stream(straight, anisotropic, steps=20, batch=16, d=8)
     first = SIGReg(**kwargs)
@@ -193,7 +193,7 @@ def test_state_round_trip_resumes_exactly(tmp_path) -> None:
 
 
 def test_reset_forgets_and_dimension_change_is_refused() -> None:
-    sigreg = SIGReg(num_slices=8)
+    sigreg = SIGReg(num_slices=8, num_principal=64)
     stream(sigreg, standard, steps=3, batch=8, d=6)
     with pytest.raises(ValueError, match="6-d ones from earlier steps.*reset"):
         sigreg(gaussian(8, 5).requires_grad_())
@@ -223,7 +223,7 @@ def test_trainer_callback_saves_and_restores_the_state(tmp_path) -> None:
 
     from ragcun.training.monitor import SIGRegStepCallback
 
-    kwargs = dict(num_slices=16, memory_size=64, principal_horizon=32)
+    kwargs = dict(num_slices=16, num_principal=64, memory_size=64, principal_horizon=32)
     trained = SIGReg(**kwargs)
     stream(trained, anisotropic, steps=6, batch=16, d=8)
     args = SimpleNamespace(output_dir=str(tmp_path), process_index=0, gradient_accumulation_steps=1, world_size=1)
@@ -249,7 +249,7 @@ def test_trainer_callback_saves_and_restores_the_state(tmp_path) -> None:
 
 
 def test_horizon_below_the_dimension_is_refused() -> None:
-    sigreg = SIGReg(num_slices=8, principal_horizon=4)
+    sigreg = SIGReg(num_slices=8, num_principal=64, principal_horizon=4)
     with pytest.raises(ValueError, match="principal_horizon 4 is below the embedding dimension 8"):
         sigreg(gaussian(16, 8).requires_grad_())
 

@@ -241,6 +241,7 @@ def run_offline(script: str, cache: Path, cwd: Path) -> subprocess.CompletedProc
                           cwd=cwd, timeout=600)
 
 
+@pytest.mark.slow
 def test_released_model_loads_by_id_without_ragcun(run_dir, eval_dir, tmp_path: Path) -> None:
     release = build_release(run_dir, CardOptions(repo_id=REPO_ID, eval_dir=eval_dir), tmp_path / "release")
     cache = tmp_path / "hf" / "hub"

@@ -323,6 +323,12 @@ def test_round_trip_with_a_model_from_its_folder(model, model_dir: Path, tmp_pat
     loaded = GaussianRetriever.load(tmp_path / "saved")  # model found from the manifest
     assert loaded.search("what orbits the sun?", top_k=5) == before
     assert GaussianRetriever.load(tmp_path / "saved", model=model).search("what orbits the sun?", top_k=5) == before
+    # the model as a folder, in the one model parameter (second positional), as the constructor takes it
+    by_folder = GaussianRetriever.load(tmp_path / "saved", str(model_dir))
+    assert by_folder.model_path == str(model_dir) and by_folder.search("what orbits the sun?", top_k=5) == before
+    assert GaussianRetriever.load(tmp_path / "saved", model_path=str(model_dir)).search("what orbits the sun?",
+                                                                                       top_k=5) == before
+    assert GaussianRetriever(model=str(model_dir)).model_path == str(model_dir)
 
 
 def test_loading_with_another_model_is_refused(model, tiny_base_dir, tmp_path: Path) -> None:
@@ -725,8 +731,8 @@ def test_constructor_errors_and_text_without_model() -> None:
         GaussianRetriever(backend="torch")
     with pytest.raises(ValueError, match="rerank_factor must be an integer >= 1"):
         GaussianRetriever(rerank_factor=0)
-    with pytest.raises(TypeError, match="pass a folder or Hub id as model_path"):
-        GaussianRetriever(model="some/path")
+    with pytest.raises(ValueError, match="Two models were given.*pass the model once"):
+        GaussianRetriever("some/path", model="other/path")
     with pytest.raises(ValueError, match="Could not load the base model 'no-such-org/no-such-model'"):
         GaussianRetriever("no-such-org/no-such-model")
     retriever = GaussianRetriever(backend="numpy")

@@ -23,6 +23,7 @@ def head_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp
 
 
+@pytest.mark.slow
 def test_saved_model_is_the_frozen_base_then_the_trained_head(head_run: Path) -> None:
     final = head_run / "run" / "final"
     modules = json.loads((final / "modules.json").read_text())
@@ -45,6 +46,7 @@ def test_saved_model_is_the_frozen_base_then_the_trained_head(head_run: Path) ->
         assert torch.equal(parameter, frozen[name]), name
 
 
+@pytest.mark.slow
 def test_scaled_head_ranks_like_the_base_at_step_0_and_trains(head_run: Path) -> None:
     summary = json.loads((head_run / "run" / "training_summary.json").read_text())
     assert summary["global_step"] == 12
@@ -55,14 +57,17 @@ def test_scaled_head_ranks_like_the_base_at_step_0_and_trains(head_run: Path) ->
     assert len(logged) == 12
 
 
+@pytest.mark.slow
 def test_saved_model_encodes_training_texts_as_the_head_saw_them(head_run: Path) -> None:
     """The table was encoded with the prompts training looked texts up with: the saved model agrees with it."""
-    table_path = next((head_run / "cache").glob("*.table.npy"))
-    lookup = CachedEmbeddings(str(table_path), str(table_path.with_name(table_path.name.replace(".table.npy", ".texts.json"))))
+    from ragcun.encoding.table import key_parts
+
+    table_path = next((head_run / "cache").glob("*.table.npz"))
+    lookup = CachedEmbeddings(str(table_path))
     model = SentenceTransformer(str(head_run / "run" / "final"))
     head = model[len(model) - 1]
     query_prompt = model.prompts["query"]
-    queries = [key[len(query_prompt):] for key in lookup.index if key.startswith(query_prompt)][:4]
+    queries = [text for prompt, text in map(key_parts, lookup.index) if prompt == query_prompt][:4]
     assert len(queries) == 4
     with torch.no_grad():
         rows = lookup(lookup.preprocess(queries, prompt=query_prompt))["sentence_embedding"]
@@ -72,6 +77,7 @@ def test_saved_model_encodes_training_texts_as_the_head_saw_them(head_run: Path)
         lookup(lookup.preprocess([queries[0], "unseen"], prompt=query_prompt))
 
 
+@pytest.mark.slow
 def test_cache_is_reused_and_keyed_by_sequence_length(head_run: Path, tmp_path: Path) -> None:
     cache = head_run / "cache"
     before = {path.name: path.stat().st_mtime_ns for path in cache.iterdir()}
@@ -86,6 +92,7 @@ def test_cache_is_reused_and_keyed_by_sequence_length(head_run: Path, tmp_path: 
     assert len(after) > len(before) and all(after[name] == stamp for name, stamp in before.items())
 
 
+@pytest.mark.slow
 def test_bfloat16_encoding_is_cached_apart_and_the_base_stays_float32(head_run: Path, tmp_path: Path) -> None:
     """encode_precision: the frozen base's bfloat16 embeddings get their own cache entries (never read back as
     float32 ones), stay close to float32's, and the base is back in float32 afterwards (the saved stack encodes as
@@ -99,8 +106,8 @@ def test_bfloat16_encoding_is_cached_apart_and_the_base_stays_float32(head_run: 
     single = encode_once(base, base_dir, groups, tmp_path, batch_size=4)
     half = encode_once(base, base_dir, groups, tmp_path, batch_size=4, precision="bfloat16")
     assert half.table_path != single.table_path
-    assert len(list(tmp_path.glob("*.table.npy"))) == 2
-    full, reduced = (np.load(encoded.table_path) for encoded in (single, half))
+    assert len(list(tmp_path.glob("*.table.npz"))) == 2
+    full, reduced = (encoded.read()[0] for encoded in (single, half))
     assert not np.array_equal(full, reduced)  # really encoded in bfloat16
     cosines = (full * reduced).sum(1) / np.linalg.norm(full, axis=1) / np.linalg.norm(reduced, axis=1)
     assert cosines.min() > 0.99
@@ -108,6 +115,7 @@ def test_bfloat16_encoding_is_cached_apart_and_the_base_stays_float32(head_run: 
     assert np.allclose(base.encode(["planets orbit the sun"], prompt_name="query"), full[:1], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_resume_continues_from_a_head_only_checkpoint(head_run: Path, tmp_path: Path) -> None:
     """The checkpoint names its lookup module by the path every ragcun version wrote (resuming finds the class by
     that name, so moving it would strand earlier checkpoints)."""
@@ -121,6 +129,7 @@ def test_resume_continues_from_a_head_only_checkpoint(head_run: Path, tmp_path: 
     assert summary["global_step"] == 16 and summary["resumed_from"].endswith("checkpoint-12")
 
 
+@pytest.mark.slow
 def test_head_only_refuses_backbone_options_before_encoding(tmp_path: Path) -> None:
     recipe = small_recipe(tmp_path, train_head_only=True, embedding_cache_dir=str(tmp_path / "cache"), freeze_layers=2)
     result = run_train(["--config", str(recipe)])
@@ -138,6 +147,7 @@ def test_head_only_refuses_the_cosine_baseline_objective(tmp_path: Path) -> None
         check_before_loading(parse_recipe(["--config", str(recipe)]))
 
 
+@pytest.mark.slow
 def test_a_head_only_run_can_be_rerun_from_its_written_recipe(head_run: Path) -> None:
     from ragcun.training.recipe import parse_recipe
     from ragcun.training.run import check_before_loading
@@ -180,6 +190,7 @@ def deep_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp
 
 
+@pytest.mark.slow
 def test_deep_head_with_the_anchor_and_mined_negatives(deep_run: Path) -> None:
     summary = json.loads((deep_run / "run" / "training_summary.json").read_text())
     logged = [entry for entry in summary["log_history"] if "anchor" in entry]
@@ -240,6 +251,7 @@ def test_deep_head_starts_near_the_one_layer_head() -> None:
         build_head(x.numpy(), 24, "scaled", seed=0, samples=1000, layers=0)
 
 
+@pytest.mark.slow
 def test_heads_evaluate_on_a_memoized_base(head_run: Path, tmp_path: Path) -> None:
     """evaluate.py --frozen-base: a head's figures through the memoized base equal the full stack's, and the base
     encodes each text once (kept on disk for the next run); a model whose backbone differs is left alone."""
@@ -278,6 +290,7 @@ def test_heads_evaluate_on_a_memoized_base(head_run: Path, tmp_path: Path) -> No
                           encode(texts, prompt_name="query", convert_to_tensor=True), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_memo_saves_itself_as_it_grows_and_reads_the_older_format(head_run: Path, tmp_path: Path) -> None:
     """A killed evaluation keeps what the base encoded: the memo is written every ``save_every`` new texts (keys as
     compact JSON); memos written with a fixed-width key array still load."""
@@ -298,6 +311,7 @@ def test_the_memo_saves_itself_as_it_grows_and_reads_the_older_format(head_run: 
     assert reread.keys == memo.keys and torch.equal(reread.table, memo.table)
 
 
+@pytest.mark.slow
 def test_the_cache_defaults_to_the_users_cache_folder(tmp_path: Path, monkeypatch) -> None:
     """Recipes do not name embedding_cache_dir: the head's embeddings go to ~/.cache/ragcun/embeddings."""
     recipe_path = head_recipe(tmp_path, max_steps=2)
@@ -343,6 +357,7 @@ def test_isotropic_head_starts_as_full_whitening_and_the_retraction_keeps_it_gau
     assert not np.allclose(distances(head_output()), distances(reference), atol=1e-2)  # other directions now
 
 
+@pytest.mark.slow
 def test_an_isotropic_head_trains_and_saves_as_plain_dense_layers(head_run: Path, tmp_path: Path) -> None:
     from sentence_transformers.sentence_transformer.modules import Dense
 

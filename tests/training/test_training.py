@@ -29,14 +29,6 @@ def test_recipe_and_overrides() -> None:
     assert recipe.resolved["learning_rate"] == 1e-3 and recipe.resolved["num_train_epochs"] == 40
 
 
-def test_every_training_argument_is_a_flag() -> None:
-    recipe = parse_recipe(["--config", str(TINY), "--gradient_accumulation_steps", "3", "--batch_sampler",
-                           "no_duplicates", "--gradcache_mini_batch_size", "8", "--freeze_embeddings", "true"])
-    assert recipe.training.gradient_accumulation_steps == 3
-    assert str(recipe.training.batch_sampler.value if hasattr(recipe.training.batch_sampler, "value") else recipe.training.batch_sampler) == "no_duplicates"
-    assert recipe.loss.gradcache_mini_batch_size == 8 and recipe.model.freeze_embeddings is True
-
-
 def test_unknown_keys_name_the_closest_option(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="Unknown recipe key 'lamda_isotropy'. Did you mean 'lambda_isotropy'"):
         parse_recipe(["--config", str(small_recipe(tmp_path, lamda_isotropy=0.1))])
@@ -63,6 +55,7 @@ def _curve(summary: dict, key: str) -> list[float]:
     return [entry[key] for entry in summary["log_history"] if key in entry]
 
 
+@pytest.mark.slow
 def test_short_run_lowers_contrastive_and_sigreg(trained_run: Path) -> None:
     summary = json.loads((trained_run / "training_summary.json").read_text())
     assert summary["global_step"] == 24
@@ -74,6 +67,7 @@ def test_short_run_lowers_contrastive_and_sigreg(trained_run: Path) -> None:
     assert any("eval_heldout_mrr@10" in entry for entry in summary["log_history"])
 
 
+@pytest.mark.slow
 def test_outputs_are_plain_and_complete(trained_run: Path) -> None:
     final = trained_run / "final"
     assert (final / "modules.json").is_file() and "ragcun" not in (final / "modules.json").read_text()
@@ -90,6 +84,7 @@ def test_outputs_are_plain_and_complete(trained_run: Path) -> None:
     assert heldout_mrr[-1] == pytest.approx(after["heldout_mrr@10"], abs=1e-6)  # the saved final model is the last one evaluated
 
 
+@pytest.mark.slow
 def test_mnrl_gor_baseline_keeps_the_base_head_and_logs_both_parts(tmp_path: Path) -> None:
     """objective: mnrl_gor trains the base as released (cosine, normalized) with cosine MNRL + GOR."""
     result = run_train(["--config", str(small_recipe(tmp_path, max_steps=6, eval_steps=3, save_steps=6)),
@@ -106,6 +101,7 @@ def test_mnrl_gor_baseline_keeps_the_base_head_and_logs_both_parts(tmp_path: Pat
     assert "sigreg" not in summary["log_history"][0]
 
 
+@pytest.mark.slow
 def test_existing_output_dir_is_refused_without_overwrite(trained_run: Path) -> None:
     before = sorted(p.name for p in trained_run.iterdir())
     result = run_train(["--config", str(trained_run.parent / "recipe.yaml")])
@@ -131,6 +127,7 @@ def test_resume_skips_a_checkpoint_cut_off_by_a_kill(tmp_path: Path, caplog) -> 
     assert "checkpoint-8" in caplog.text
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_finishes_with_the_same_step_count(tmp_path: Path) -> None:
     recipe = small_recipe(tmp_path, max_steps=16, save_steps=2, eval_strategy="no", load_best_model_at_end=False)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -155,6 +152,7 @@ def test_sigkill_then_resume_finishes_with_the_same_step_count(tmp_path: Path) -
 
 
 # ---------------------------------------------------------------- bad input, before any model is loaded
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("data_line", "message"),
     [
@@ -173,6 +171,7 @@ def test_bad_data_fails_before_the_model(tmp_path: Path, data_line: str, message
     assert not (tmp_path / "run").exists()  # nothing was built or written
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("train_data", "message"),
     [(["does/not/exist.jsonl"], "no file or folder 'does/not/exist.jsonl'"), (["data.xlsx"], "supported extensions")],
@@ -206,6 +205,7 @@ def _train_with_two_processes(recipe: Path) -> subprocess.CompletedProcess:
     return subprocess.run(launch, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
 
 
+@pytest.mark.slow
 def test_two_processes_log_the_loss_curve_of_one_with_double_batch(tmp_path: Path) -> None:
     """accelerate + gloo: same data order, same global batch, SIGReg and MNRL on the global batch.
 
@@ -231,6 +231,7 @@ def test_two_processes_log_the_loss_curve_of_one_with_double_batch(tmp_path: Pat
         assert curves[1][key] == pytest.approx(curves[0][key], rel=1e-4), key
 
 
+@pytest.mark.slow
 def test_two_processes_share_the_head_only_encoding_and_train_the_head(tmp_path: Path) -> None:
     """Head-only training under accelerate: each process encodes its own shards of the texts, the main process
     joins them, and both train on the same table (the run finishes with a head saved on the frozen base)."""
@@ -249,6 +250,7 @@ def test_two_processes_share_the_head_only_encoding_and_train_the_head(tmp_path:
 
 
 # ---------------------------------------------------------------- the quickstart itself
+@pytest.mark.slow
 def test_quickstart_trains_an_isotropic_head_on_minilm_and_the_example_answers(tmp_path: Path) -> None:
     """The README's main command: all-MiniLM-L6-v2 (from its package, offline) with an isotropic head trained on the
     broad triplet set; the held-out texts pass is_isotropic, and the example ranks the right document first with the
