@@ -49,7 +49,7 @@ from ragcun.training.run import check_before_loading, prepare_run
 from ragcun.whitening import principal_axes, tempered_whitening
 
 FIGURES = ("cov_floor_ratio", "mean_norm_excess", "variance_min", "variance_max", "offdiag_corr_excess", "sigreg",
-           "is_isotropic")
+           "is_isotropic", "marginal_ep_max", "marginal_ep_max_floor", "norm_ks", "is_gaussian")
 
 
 def cached_table(recipe_path: str, base_path: str, encode_precision: str | None = None, heldout_texts: int = 0
@@ -196,11 +196,12 @@ def frontier(args: argparse.Namespace) -> None:
     print(" | ".join(columns))
     for row in rows:
         print(" | ".join(f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in columns))
-    plot(rows, datasets, out / "frontier.png")
+    if datasets:  # without reports: the held-out figures alone
+        plot(rows, datasets, out / "frontier.png")
     (out / "frontier.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
 
 
-ROLE_FIGURES = ("mean_norm_excess", "variance_min", "variance_max", "cov_floor_ratio", "is_isotropic")
+ROLE_FIGURES = ("mean_norm_excess", "variance_min", "variance_max", "cov_floor_ratio", "is_isotropic", "is_gaussian")
 
 
 def by_role(heldout: np.ndarray, keys: list[str], query_prefix: str) -> dict[str, float]:
@@ -289,8 +290,9 @@ def main() -> None:
                                                  "it never drew (encoded now, cached); default: its sample as is")
         commands.choices[name].add_argument("--system", action="append", required=True, metavar="NAME=PATH",
                                             help="the name evaluate.py reported it under, and its model folder")
-    commands.choices["frontier"].add_argument("--reports", nargs="+", required=True,
-                                              help="evaluate.py output folders (rag_performance_comparison.csv)")
+    commands.choices["frontier"].add_argument("--reports", nargs="*", default=[],
+                                              help="evaluate.py output folders (rag_performance_comparison.csv); "
+                                                   "none: the held-out isotropy and Gaussian figures alone")
     args = parser.parse_args()
     {"whiten": whiten, "frontier": frontier, "roles": roles}[args.command](args)
 

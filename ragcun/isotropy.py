@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ragcun.gaussian import chi_moments
-from ragcun.losses.epps_pulley import EppsPulley
+from ragcun.normality import NORMALITY_FIGURES, epps_pulley_columns, normality_figures
 
 __all__ = ["ISOTROPY_FIGURES", "isotropy_figures", "isotropy_report"]
 
@@ -42,6 +42,7 @@ ISOTROPY_FIGURES: tuple[str, ...] = (
     "mean_abs_offdiag_corr", "mean_abs_offdiag_corr_floor", "offdiag_corr_excess",
     "effective_rank", "isoscore", "sigreg",
     "mean_ok", "cov_ok", "corr_ok", "variance_ok", "is_isotropic",
+    *NORMALITY_FIGURES, "is_gaussian",
 )  # fmt: skip
 
 # How many standard deviations of sampling noise the mean and variance criteria allow on top of their thresholds: a
@@ -49,14 +50,8 @@ ISOTROPY_FIGURES: tuple[str, ...] = (
 # 0.5–1.5 (twice the default bounds) still fail at a few hundred samples.
 SAMPLING_Z = 3.0
 
-# Epps–Pulley quadrature: trapezoid on [0, T_MAX] with this many evenly spaced
-# knots, doubled because the integrand is even in t.
-EP_KNOTS = 17
-EP_T_MAX = 3.0
-
-# Bound on the number of projected values held at once while computing SIGReg: each becomes EP_KNOTS float64
-# angles plus their cosines and sines (~50 MB at this size).
-_SIGREG_CHUNK_ELEMENTS = 120_000
+# Directions projected at once while computing SIGReg: the projections of a large sample stay a few hundred MB.
+_SIGREG_CHUNK_DIRECTIONS = 64
 
 
 def _single_blas_thread() -> ContextManager[object]:
@@ -157,16 +152,10 @@ def _sliced_epps_pulley(x: np.ndarray, slices: int, seed: int) -> float:
     Uncentred on purpose: a mean offset is a departure from N(0, I) that it must detect. The directions come from
     numpy's generator seeded with ``seed`` (the report's own seed, independent of the training loss's stream).
     """
-    n_samples, dim = x.shape
-    directions = np.random.default_rng(seed).standard_normal((slices, dim))
+    directions = np.random.default_rng(seed).standard_normal((slices, x.shape[1]))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    statistic = EppsPulley(num_knots=EP_KNOTS, t_max=EP_T_MAX, dtype=torch.float64)
-    chunk = max(1, _SIGREG_CHUNK_ELEMENTS // n_samples)
-    total = 0.0
-    with torch.no_grad():
-        for start in range(0, slices, chunk):
-            projections = torch.from_numpy(x @ directions[start : start + chunk].T)  # (N, chunk), float64
-            total += float(statistic(projections).sum())
+    total = sum(float(epps_pulley_columns(x @ directions[start : start + _SIGREG_CHUNK_DIRECTIONS].T).sum())
+                for start in range(0, slices, _SIGREG_CHUNK_DIRECTIONS))
     return total / slices
 
 
@@ -251,6 +240,17 @@ def isotropy_report(
       ``variance_ok``: every per-dimension variance in variance_range widened by z·sqrt(2/(N−1)),
       the standard deviation of a sample variance (inclusive);
       ``is_isotropic``: all four.
+    Gaussian, beyond the first two moments (:mod:`ragcun.normality`; the same population bound on the Epps–Pulley
+    distance along every direction tested)
+      ``sigreg_floor``: the random-slice statistic's expectation for N(0, I) data; ``slices_ok``: the random slices
+      within the bound of it;
+      ``coordinate_ep_mean``: the statistic of each output coordinate (standardized), averaged;
+      ``marginal_ep_max``: the worst statistic over the coordinates and the top min(D, N // 2) principal axes, each
+      standardized; ``marginal_ep_max_floor``: the same search on an
+      N(0, I) sample of the same N and D (drawn with ``seed``); ``marginals_ok``: within the bound of that floor;
+      ``norm_ks``: two-sample KS distance between the whitened sample's norms and the reference's; ``norm_ks_floor``:
+      its expectation between two N(0, I) samples; ``norms_ok``: within a population bound plus sampling noise;
+      ``is_gaussian``: ``is_isotropic`` and all three.
 
     Raises ValueError for input that is not (N ≥ 2, D) and finite, and for invalid thresholds.
     """
@@ -305,6 +305,8 @@ def isotropy_report(
     isoscore = _isoscore_from_variances(eigenvalues)
 
     sigreg = _sliced_epps_pulley(x, int(sigreg_slices), seed)
+    with _single_blas_thread():
+        normality = normality_figures(x, sigreg, seed)
 
     mean_norm = float(np.linalg.norm(mean))
     # the sample mean of N draws with covariance C: E‖m‖² = ‖μ‖² + tr(C)/N, sd(‖m‖²) = sqrt(2 tr(C²))/N at μ = 0
@@ -343,4 +345,7 @@ def isotropy_report(
         "corr_ok": bool(corr_ok),
         "variance_ok": variance_ok,
         "is_isotropic": bool(mean_ok and cov_ok and corr_ok and variance_ok),
+        **normality,
+        "is_gaussian": bool(mean_ok and cov_ok and corr_ok and variance_ok and normality["slices_ok"]
+                            and normality["marginals_ok"] and normality["norms_ok"]),
     }

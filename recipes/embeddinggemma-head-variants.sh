@@ -8,7 +8,7 @@
 # PRECISION (default auto: bfloat16 where the CPU computes it natively, float32 elsewhere) is the precision the
 # frozen base encodes in, for training and evaluation alike; bfloat16 was 2.6x faster on a CPU with AVX512-BF16
 # (docs/results/runs/embeddinggemma-head-mixed/bf16-speed.txt).
-#   [PRECISION=auto|float32|bfloat16] bash recipes/embeddinggemma-head-variants.sh [RUNS_DIR] [REPORTS_DIR]
+#   [PRECISION=auto|float32|bfloat16] [ONLY="name ..."] [HELDOUT_ONLY=1] bash recipes/embeddinggemma-head-variants.sh [RUNS_DIR] [REPORTS_DIR]
 set -euo pipefail
 RUNS=${1:-output/embeddinggemma-head-mixed}
 REPORTS=${2:-$RUNS/reports}
@@ -40,6 +40,9 @@ declare -A VARIANTS=(
 )
 ORDER=(sigreg-random mnrl sigreg deep-sigreg-anchor sigreg-random-by-role sigreg-by-role isotropic isotropic-384d
        isotropic-256d isotropic-192d isotropic-128d isotropic-256d-anchor)
+# ONLY="name ..." trains (and measures) just those variants; HELDOUT_ONLY=1 stops after the held-out figures, before
+# any test set is encoded.
+if [ -n "${ONLY:-}" ]; then read -r -a ORDER <<< "$ONLY"; fi
 
 for name in "${ORDER[@]}"; do
   if [ -f "$RUNS/$name/final/modules.json" ]; then echo "$name: trained"; continue; fi
@@ -62,6 +65,14 @@ done
 # Held-out isotropy is measured on 4,096 texts: the recipe's 2,069 held-out texts (1,954 once those that are also
 # training texts are left out), topped up with rows of the same mix the recipe never drew (encoded once, cached).
 HELDOUT=4096
+# Every system's held-out isotropy and Gaussian figures (is_isotropic, is_gaussian), from the training distribution
+# alone: no test set is read.
+$PY benchmarks/head_frontier.py frontier --recipe "$RECIPE" --base "$BASE" --encode-precision "$PRECISION" \
+    --heldout-texts "$HELDOUT" --out "$RUNS/heldout" \
+    $(for name in "${ORDER[@]}"; do echo --system "$name=$RUNS/$name/final"; done) \
+    --system "gamma-1-512d=$RUNS/whitening/gamma-1-512d" --system "gamma-1-256d=$RUNS/whitening/gamma-1-256d" \
+    > "$RUNS/heldout.log" 2>&1
+if [ "${HELDOUT_ONLY:-0}" = 1 ]; then exit 0; fi
 # The held-out queries and documents apart: each role's isotropy, and the gap between their means.
 $PY benchmarks/head_frontier.py roles --recipe "$RECIPE" --base "$BASE" --encode-precision "$PRECISION" \
     --heldout-texts "$HELDOUT" --out "$RUNS/roles" \

@@ -25,6 +25,8 @@ EXPECTED_KEYS = {
     "mean_abs_offdiag_corr", "mean_abs_offdiag_corr_floor",
     "effective_rank", "isoscore", "sigreg",
     "mean_ok", "cov_ok", "corr_ok", "variance_ok", "is_isotropic",
+    "sigreg_floor", "coordinate_ep_mean", "marginal_ep_max", "marginal_ep_max_floor", "norm_ks", "norm_ks_floor",
+    "slices_ok", "marginals_ok", "norms_ok", "is_gaussian",
 }  # fmt: skip
 
 
@@ -216,7 +218,7 @@ def test_sigreg_is_mean_epps_pulley_of_uncentred_projections() -> None:
 def test_sigreg_chunking_and_seed(monkeypatch: pytest.MonkeyPatch) -> None:
     x = np.random.default_rng(9).standard_normal((4000, 8)) * 1.3
     whole = isotropy_report(x, sigreg_slices=37, seed=1)["sigreg"]
-    monkeypatch.setattr(iso, "_SIGREG_CHUNK_ELEMENTS", 4000 * 5)
+    monkeypatch.setattr(iso, "_SIGREG_CHUNK_DIRECTIONS", 5)
     chunked = isotropy_report(x, sigreg_slices=37, seed=1)["sigreg"]  # 8 chunks, the last one partial
     assert chunked == pytest.approx(whole, rel=1e-12)
     assert isotropy_report(x, sigreg_slices=37, seed=2)["sigreg"] != pytest.approx(whole, rel=1e-6)

@@ -180,11 +180,12 @@ def evaluate_models(
 ISOTROPY_COLUMNS = isotropy_figures(
     "mean_norm", "norm_mean", "expected_norm_mean", "variance_mean", "variance_min", "variance_max", "cov_identity_fro",
     "cov_identity_fro_floor", "cov_floor_ratio", "mean_abs_offdiag_corr", "mean_abs_offdiag_corr_floor",
-    "effective_rank", "isoscore", "sigreg", "is_isotropic")
+    "effective_rank", "isoscore", "sigreg", "is_isotropic", "marginal_ep_max", "marginal_ep_max_floor", "norm_ks",
+    "is_gaussian")
 # The report's isotropy table: the figures a reader needs to judge each criterion, from the rows' columns.
 ISOTROPY_TABLE = isotropy_figures(
     "mean_norm", "variance_mean", "variance_min", "variance_max", "cov_floor_ratio", "mean_abs_offdiag_corr",
-    "mean_abs_offdiag_corr_floor", "isoscore", "is_isotropic", among=ISOTROPY_COLUMNS)
+    "mean_abs_offdiag_corr_floor", "isoscore", "is_isotropic", "is_gaussian", among=ISOTROPY_COLUMNS)
 PERFORMANCE_COLUMNS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "separation_standardized", "separation_auc",
                        "separation_raw", "null_ks", "pvalue_precision", "pvalue_recall", "null_ks_corpus",
                        "pvalue_precision_corpus", "pvalue_recall_corpus", "ece", "brier")
@@ -227,7 +228,9 @@ def heldout_isotropy_row(name: str, model_path: str) -> dict | None:
             figures = {key.removeprefix("heldout_"): value for key, value in final.items() if key.startswith("heldout_")}
             if "is_isotropic" not in figures:
                 return None
-            figures["is_isotropic"] = bool(figures["is_isotropic"])
+            for verdict in ("is_isotropic", "is_gaussian"):  # logged as numbers, like every figure
+                if verdict in figures:
+                    figures[verdict] = bool(figures[verdict])
             return {"model": name, "dataset": HELDOUT_DATASET, "view": "raw",
                     **{k: figures[k] for k in ISOTROPY_COLUMNS if k in figures}}
     return None

@@ -50,7 +50,7 @@ MSMARCO_CITATION = """@article{bajaj2016msmarco,
 
 _ISOTROPY_TITLES = {"mean_norm": "‖mean‖", "variance_mean": "variance", "cov_floor_ratio": "‖Cov−I‖/floor",
                     "mean_abs_offdiag_corr": "mean abs corr", "effective_rank": "eff. rank", "sigreg": "SIGReg",
-                    "is_isotropic": "is_isotropic"}
+                    "is_isotropic": "is_isotropic", "is_gaussian": "is_gaussian"}
 ISOTROPY_COLUMNS = [("model", "model"), ("dataset", "dataset"), ("view", "view"),
                     *((key, _ISOTROPY_TITLES[key]) for key in isotropy_figures(*_ISOTROPY_TITLES))]
 TEXT_COLUMNS = frozenset({"model", "dataset", "similarity", "task", "split"})

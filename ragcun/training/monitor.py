@@ -28,16 +28,17 @@ logger = logging.getLogger(__name__)
 LOGGED_ISOTROPY = isotropy_figures(
     "mean_norm", "mean_norm_excess", "norm_mean", "expected_norm_mean", "variance_mean", "variance_min", "variance_max",
     "cov_identity_fro", "cov_identity_fro_floor", "cov_floor_ratio", "mean_abs_offdiag_corr",
-    "mean_abs_offdiag_corr_floor", "offdiag_corr_excess", "sigreg", "is_isotropic",
+    "mean_abs_offdiag_corr_floor", "offdiag_corr_excess", "sigreg", "is_isotropic", "marginal_ep_max", "marginal_ep_max_floor",
+    "norm_ks", "is_gaussian",
 )
 
 
 # Which way each logged figure improves. Retrieval figures and the verdict grow; distances from N(0, I) shrink. The
 # rest (variances, norms, floors) are best at a target value, not at an end, so they cannot pick a checkpoint alone.
-GREATER_IS_BETTER = frozenset({"mrr@10", "recall@10", "is_isotropic"})
+GREATER_IS_BETTER = frozenset({"mrr@10", "recall@10", "is_isotropic", "is_gaussian"})
 LOWER_IS_BETTER = frozenset(isotropy_figures(
     "mean_norm", "mean_norm_excess", "cov_identity_fro", "cov_floor_ratio", "mean_abs_offdiag_corr",
-    "offdiag_corr_excess", "sigreg", among=LOGGED_ISOTROPY))
+    "offdiag_corr_excess", "sigreg", "marginal_ep_max", "norm_ks", among=LOGGED_ISOTROPY))
 
 
 def greater_is_better(metric: str) -> bool:

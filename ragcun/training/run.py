@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 SUMMARY_FIGURES = ("mrr@10", "recall@10", *isotropy_figures(
     "mean_norm", "mean_norm_excess", "variance_mean", "variance_min", "variance_max", "cov_identity_fro",
     "cov_identity_fro_floor", "mean_abs_offdiag_corr", "offdiag_corr_excess", "sigreg", "is_isotropic",
+    "marginal_ep_max", "marginal_ep_max_floor", "norm_ks", "is_gaussian",
     among=LOGGED_ISOTROPY))
 
 
