@@ -40,8 +40,8 @@ declare -A VARIANTS=(
 )
 ORDER=(sigreg-random mnrl sigreg deep-sigreg-anchor sigreg-random-by-role sigreg-by-role isotropic isotropic-384d
        isotropic-256d isotropic-192d isotropic-128d isotropic-256d-anchor)
-# ONLY="name ..." trains (and measures) just those variants; HELDOUT_ONLY=1 stops after the held-out figures, before
-# any test set is encoded.
+# ONLY="name ..." trains (and measures) just those variants; HELDOUT_ONLY=1 stops after the held-out figures (the
+# union's, then each role's), before any test set is encoded.
 if [ -n "${ONLY:-}" ]; then read -r -a ORDER <<< "$ONLY"; fi
 
 for name in "${ORDER[@]}"; do
@@ -68,17 +68,17 @@ HELDOUT=4096
 # Every system's held-out isotropy and Gaussian figures (is_isotropic, is_gaussian), from the training distribution
 # alone: no test set is read.
 $PY benchmarks/head_frontier.py frontier --recipe "$RECIPE" --base "$BASE" --encode-precision "$PRECISION" \
-    --heldout-texts "$HELDOUT" --out "$RUNS/heldout" \
+    --heldout-texts "$HELDOUT" --out "$RUNS/heldout" --system "embeddinggemma-base=$BASE" \
     $(for name in "${ORDER[@]}"; do echo --system "$name=$RUNS/$name/final"; done) \
     --system "gamma-1-512d=$RUNS/whitening/gamma-1-512d" --system "gamma-1-256d=$RUNS/whitening/gamma-1-256d" \
     > "$RUNS/heldout.log" 2>&1
-if [ "${HELDOUT_ONLY:-0}" = 1 ]; then exit 0; fi
 # The held-out queries and documents apart: each role's isotropy, and the gap between their means.
 $PY benchmarks/head_frontier.py roles --recipe "$RECIPE" --base "$BASE" --encode-precision "$PRECISION" \
     --heldout-texts "$HELDOUT" --out "$RUNS/roles" \
     $(for name in "${ORDER[@]}"; do echo --system "$name=$RUNS/$name/final"; done) \
     --system "gamma-0-512d=$RUNS/whitening/gamma-0-512d" --system "gamma-1-512d=$RUNS/whitening/gamma-1-512d" \
-    > "$RUNS/roles.log" 2>&1
+    --system "gamma-1-256d=$RUNS/whitening/gamma-1-256d" > "$RUNS/roles.log" 2>&1
+if [ "${HELDOUT_ONLY:-0}" = 1 ]; then exit 0; fi
 
 MODELS=()
 SYSTEMS=()
