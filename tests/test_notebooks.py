@@ -81,8 +81,13 @@ def test_notebook_gpu_recipe_runs_two_steps_on_the_tiny_model(tmp_path: Path) ->
     from ragcun import train_head
     from ragcun.training.recipe import parse_recipe
 
+    from ragcun.training.data import validate_sources
+
     recipe = parse_recipe(["--config", str(GPU_RECIPE)])
     assert recipe.model.train_head_only and recipe.loss.lambda_isotropy == 0.1 and recipe.loss.num_principal == 0
+    # its own data entry, as far as it can be checked offline: a Hub dataset id, its config and split
+    (source,) = validate_sources(recipe.data.train_data)
+    assert (source.path, source.config_name, source.split) == ("sentence-transformers/msmarco-bm25", "triplet", "train")
     summary = train_head(GPU_RECIPE, **TINY_OVERRIDES, output_dir=str(tmp_path / "run"),
                          embedding_cache_dir=str(tmp_path / "cache"))
     assert summary["global_step"] == 2

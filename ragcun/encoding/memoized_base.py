@@ -92,7 +92,9 @@ def memo_path(base_path: str, base: SentenceTransformer, cache_dir: Path, precis
               revision: str | None = None) -> Path:
     """Where a base's memo lives: keyed by its fingerprint (a Hub id's commit, at ``revision`` when pinned),
     max_seq_length and precision."""
-    key = cache_key(embedding_identity(base_path, "memo", precision, revision), [], None, base.max_seq_length)
+    # the precision is always named, float32 too: memos written before the one key function keep their names
+    key = cache_key(embedding_identity(base_path, f"memo|{precision}", "float32", revision), [], None,
+                    base.max_seq_length)
     return Path(cache_dir).expanduser() / f"{key}.memo.npz"
 
 

@@ -156,14 +156,16 @@ def check_same_table(checkpoint: Path, encoded: EncodedTexts) -> None:
 
 def _same_rows(saved_config: dict, encoded: EncodedTexts) -> bool:
     """Whether a checkpoint written before the one table format (a ``.npy`` and its prompt + text list) was trained
-    on exactly the embeddings ``encoded`` holds, text for text: then it resumes on the new table."""
+    on the embeddings ``encoded`` holds, text for text (to float noise): then it resumes on the new table."""
     if saved_config.get("texts_path") is None:
         return False
     earlier = CachedEmbeddings(saved_config["table_path"], saved_config["texts_path"])
     table, keys = encoded.read()
     rows = earlier.preprocess(["".join(key_parts(key)) for key in keys])["input_ids"]
-    return len(earlier.index) == len(keys) and bool((rows >= 0).all()) and np.array_equal(earlier.table[rows].numpy(),
-                                                                                            table)
+    # the table repeats a text that is both a training and a held-out text, encoded in two batches (equal up to padding
+    # noise); the earlier index holds it once
+    return len(earlier.index) == len(set(keys)) and bool((rows >= 0).all()) and np.allclose(
+        earlier.table[rows].numpy(), table, rtol=1e-4, atol=1e-5)
 
 
 # Pre-activation spread of a deep head's Tanh layers at init: tanh(x) is within 2% of x at one standard deviation,

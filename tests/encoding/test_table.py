@@ -94,14 +94,17 @@ def test_a_checkpoint_on_the_earlier_table_resumes_only_on_the_same_embeddings(t
     from ragcun.training.head import TextGroups, check_same_table, encode_once
 
     base = SentenceTransformer(str(tiny_base_dir), device="cpu")
-    encoded = encode_once(base, str(tiny_base_dir), TextGroups(train={"query": QUERIES}, heldout={"document": DOCUMENTS}),
-                          tmp_path / "cache", batch_size=4)
+    # a held-out text that is also a training text: the new table lists it twice, the earlier index once
+    groups = TextGroups(train={"query": QUERIES, "document": DOCUMENTS[:1]}, heldout={"document": DOCUMENTS})
+    encoded = encode_once(base, str(tiny_base_dir), groups, tmp_path / "cache", batch_size=4)
     table, keys = encoded.read()
-    np.save(tmp_path / "old.table.npy", table[::-1])  # its own row order
-    (tmp_path / "old.texts.json").write_text(json.dumps(["".join(key_parts(key)) for key in keys[::-1]]))
+    assert len(keys) > len(set(keys))
+    first = sorted({key: row for row, key in reversed(list(enumerate(keys)))}.values())[::-1]  # each text once
+    np.save(tmp_path / "old.table.npy", table[first])  # its own row order
+    (tmp_path / "old.texts.json").write_text(json.dumps(["".join(key_parts(keys[row])) for row in first]))
     checkpoint = write_checkpoint(tmp_path / "checkpoint-12", {"table_path": str(tmp_path / "old.table.npy"),
                                                                "texts_path": str(tmp_path / "old.texts.json")})
     check_same_table(checkpoint, encoded)
-    np.save(tmp_path / "old.table.npy", table[::-1] + 1.0)  # other embeddings of the same texts
+    np.save(tmp_path / "old.table.npy", table[first] + 1.0)  # other embeddings of the same texts
     with pytest.raises(ValueError, match="was trained on the embeddings in"):
         check_same_table(checkpoint, encoded)

@@ -31,6 +31,17 @@ def test_train_head_from_a_recipe_and_keywords_saves_a_plain_head_model(tmp_path
     assert summary["isotropy_before"]["heldout_mrr@10"] == pytest.approx(summary["base_metrics"]["heldout_mrr@10"])
 
 
+def test_train_head_defaults_are_the_recommended_method_where_the_recipe_is_silent(tmp_path: Path) -> None:
+    from ragcun.training.api import HEAD_DEFAULTS, head_options
+
+    alone = head_options(None, {"train_data": ["pairs.jsonl"]})
+    assert alone == {**HEAD_DEFAULTS, "train_data": ["pairs.jsonl"]}
+    assert alone["lambda_isotropy"] == 0.1 and alone["init"] == "scaled" and alone["num_principal"] == 0
+    recipe = small_recipe(tmp_path, learning_rate=1e-3)  # the recipe's word, then the keywords', win
+    merged = head_options(recipe, {"lambda_isotropy": 0.3})
+    assert merged["lambda_isotropy"] == 0.3 and "learning_rate" not in merged and merged["train_head_only"] is True
+
+
 def test_train_head_refuses_a_backbone_recipe_and_unknown_keywords(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="call ragcun.train to fine-tune the backbone"):
         ragcun.train_head(small_recipe(tmp_path, train_head_only=False))
