@@ -49,3 +49,13 @@ def test_evaluate_speaks_train_s_option_names_and_keeps_the_old_spellings() -> N
                       "--output-dir", "o", "--frozen-base", "b", "--mteb-tasks", "SciFact"])
     assert vars(new) == vars(old)
     assert new.encode_precision == "bfloat16" and str(new.embedding_cache_dir) == "c" and new.max_seq_length == 128
+
+
+def test_evaluate_reads_pinned_revisions_once_and_refuses_a_malformed_one(capsys) -> None:
+    from ragcun.evaluation.cli import parse_args
+
+    args = parse_args(["--model", "org/m", "--revision", "org/m=" + "a" * 40, "--revision", "org/base=v2"])
+    assert args.revision == {"org/m": "a" * 40, "org/base": "v2"}
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--model", "org/m", "--revision", "org/m"])
+    assert exit_info.value.code == 2 and "write HUB_ID=REVISION" in capsys.readouterr().err

@@ -52,7 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mteb_local", "--mteb-local", action="store_true", help="also run each --data folder as an MTEB retrieval task")
     parser.add_argument("--sts", type=Path, default=None, help="an STS Benchmark folder, run as an MTEB STS task")
     parser.add_argument("--mteb_output", "--mteb-output", type=Path, default=None, help="MTEB results folder (default OUTPUT_DIR/mteb)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        args.revision = pinned_revisions(args.revision)  # {Hub id: revision}, checked before anything loads
+    except ValueError as error:
+        parser.error(str(error))
+    return args
 
 
 def run_mteb_tasks(args: argparse.Namespace, models: dict[str, str], memo=None) -> dict[str, dict[str, float]]:
@@ -71,7 +76,7 @@ def run_mteb_tasks(args: argparse.Namespace, models: dict[str, str], memo=None) 
     output = args.mteb_output or args.output_dir / "mteb"
     scores = {}
     for name, path in models.items():
-        model = load_for_evaluation(path, args.max_seq_length, args.encode_precision, pinned_revisions(args).get(path))
+        model = load_for_evaluation(path, args.max_seq_length, args.encode_precision, args.revision.get(path))
         # the precision is part of the revision: bfloat16 results never stand in for float32 ones, or back
         revision = weights_revision(model, args.encode_precision)
         # an explicit name per model: a fine-tuned model never reads back its base model's cached results
@@ -89,13 +94,13 @@ def frozen_base_memo(args: argparse.Namespace):
     from ragcun.evaluation.reports import memoized_base
 
     return memoized_base(args.frozen_base, args.max_seq_length, args.encode_precision, args.embedding_cache_dir,
-                         args.batch_size, pinned_revisions(args).get(args.frozen_base))
+                         args.batch_size, args.revision.get(args.frozen_base))
 
 
-def pinned_revisions(args: argparse.Namespace) -> dict[str, str]:
-    """``--revision HUB_ID=REVISION`` as {Hub id: revision}."""
+def pinned_revisions(given_options: list[str]) -> dict[str, str]:
+    """``--revision HUB_ID=REVISION`` options as {Hub id: revision}."""
     pinned = {}
-    for given in args.revision:
+    for given in given_options:
         hub_id, separator, revision = given.partition("=")
         if not (separator and hub_id and revision):
             raise ValueError(f"--revision {given!r}: write HUB_ID=REVISION, e.g. --revision org/model=<40-hex commit>.")
@@ -134,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
                                       max_seq_length=args.max_seq_length, batch_size=args.batch_size,
                                       cache_dir=args.embedding_cache_dir, whiten=args.whiten,
                                       whiten_dim=args.whiten_dim, precision=args.encode_precision, memo=memo,
-                                      revisions=pinned_revisions(args))
+                                      revisions=args.revision)
         mteb_scores = run_mteb_tasks(args, models, memo)
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"{Path(sys.argv[0]).name}: error: {error}")
