@@ -11,9 +11,8 @@ that, each judged against what N(0, I) samples of the same N and D give:
   of them: every output coordinate (the coordinates of a PCA-whitened output are the principal axes it was fitted
   on, so a bimodal or flat direction of the training cloud is one of them) and the principal axes of the sample's own
   covariance (where a cloud is not yet isotropic, its odd directions stand out there). Not searched: a non-Gaussian
-  direction hidden at an angle to every coordinate of an exactly isotropic cloud. Searches for it (FastICA's one-unit
-  rule, fourth-moment eigenvectors, 2-means) did not separate a whitened ±0.95 two-cluster direction from the noise
-  of 4,096 samples in 64 dimensions;
+  direction hidden at an angle to every coordinate of an exactly isotropic cloud, where the principal axes are
+  arbitrary;
 - **norms**: the whitened sample's norms against those of a whitened N(0, I) sample (a two-sample KS distance), which
   catches radial shape (rows of varying scale) that marginals can miss.
 
