@@ -51,13 +51,15 @@ def load_base(base_model: str | SentenceTransformer, device: str | None = None,
     """Load a base by Hub id (at ``revision`` when pinned) or local path, with an error that says what to do when it
     is not there."""
     if isinstance(base_model, SentenceTransformer):
-        return base_model
+        return refuse_routes(base_model, "the given model")
     base_model = resolve_base(str(base_model))
     if str(base_model).startswith("~"):
         base_model = str(Path(str(base_model)).expanduser())
     try:
-        return SentenceTransformer(str(base_model), device=device, revision=revision)
+        return refuse_routes(SentenceTransformer(str(base_model), device=device, revision=revision), repr(base_model))
     except (OSError, ValueError) as error:
+        if "Router" in str(error):
+            raise
         where = "local folder" if Path(str(base_model)).exists() else "Hub id"
         raise ValueError(
             f"Could not load the base model {base_model!r} ({where}): {error}. Pass a local folder holding a "
@@ -65,6 +67,19 @@ def load_base(base_model: str | SentenceTransformer, device: str | None = None,
             "Face cache (HF_HUB_OFFLINE=1 only reads the cache). For EmbeddingGemma: accept its licence on the Hub, "
             "run `huggingface-cli login`, and download google/embeddinggemma-300m once."
         ) from error
+
+
+def refuse_routes(model: SentenceTransformer, name: str) -> SentenceTransformer:
+    """``model``, unless it routes queries and documents through different modules (a sentence-transformers
+    ``Router``): ragcun trains, evaluates and serves through one route, telling the roles apart by their prompts, so
+    a routed model would silently encode every text through its default route."""
+    from sentence_transformers.base.modules.router import Router
+
+    if any(isinstance(module, Router) for module in model.modules()):
+        raise ValueError(f"{name} routes its inputs through a sentence-transformers Router (a route per role or "
+                         "modality); ragcun's training, evaluation and GaussianRetriever encode every text through one "
+                         "route, with the query/document prompts. Use a model with a single module stack.")
+    return model
 
 
 def fit_projection(

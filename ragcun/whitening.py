@@ -73,3 +73,23 @@ def unit_variance_scale(embeddings: np.ndarray, output_dim: int) -> float:
     if output_dim >= x.shape[1]:
         return float(1.0 / np.sqrt(x.var(axis=0, ddof=1).mean()))  # the covariance's trace: no eigendecomposition
     return float(1.0 / np.sqrt(principal_axes(x).eigenvalues[:output_dim].mean()))
+
+
+def whitening_dense(embeddings: np.ndarray, output_dim: int | None = None):
+    """A standard ``Dense`` that maps ``embeddings`` to N(0, I) exactly (on them): full PCA whitening onto the top
+    ``output_dim`` principal axes (all by default), weight Λ^(−½) Uᵀ and bias −W μ, so a saved model holding it
+    loads with plain sentence-transformers. It needs more texts than its width (a covariance fitted on fewer is
+    singular: some directions would get no variance at all)."""
+    from sentence_transformers.sentence_transformer.modules import Dense
+    from torch import nn
+
+    count, width = embeddings.shape
+    output_dim = width if output_dim is None else output_dim
+    if output_dim > width:
+        raise ValueError(f"A whitening to {output_dim} directions needs embeddings at least that wide; these are "
+                         f"{width}-d. Lower the output width to at most {width}.")
+    if count <= output_dim:
+        raise ValueError(f"The whitening is fitted on {count} texts, but its {output_dim} output directions need more "
+                         f"than {output_dim}: encode more texts (every source, both roles) or lower the output width.")
+    weight, bias = tempered_whitening(principal_axes(embeddings), 1.0, output_dim if output_dim < width else None)
+    return Dense(width, output_dim, bias=True, activation_function=nn.Identity(), init_weight=weight, init_bias=bias)

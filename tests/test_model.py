@@ -167,3 +167,18 @@ def test_base_without_pooling(tiny_base_dir) -> None:
     no_pooling = SentenceTransformer(modules=[Transformer(str(tiny_base_dir))], device="cpu")
     with pytest.raises(ValueError, match="no Pooling module"):
         build_model(no_pooling, output_dim=8, init="random")
+
+
+def test_a_routed_model_is_refused_where_one_route_is_expected(tiny_base_dir, tmp_path) -> None:
+    from sentence_transformers.base.modules.router import Router
+
+    from ragcun.model import load_base
+
+    base = SentenceTransformer(str(tiny_base_dir), device="cpu")
+    router = Router.for_query_document(query_modules=[Dense(32, 8)], document_modules=[Dense(32, 8)])
+    routed = SentenceTransformer(modules=[*base, router], device="cpu")
+    with pytest.raises(ValueError, match="Router .* single module stack"):
+        load_base(routed)
+    routed.save(str(tmp_path / "routed"))
+    with pytest.raises(ValueError, match="Router .* single module stack"):
+        load_base(str(tmp_path / "routed"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from ragcun.evaluation.reports import whitening
 from ragcun.model import fit_projection
@@ -74,3 +75,21 @@ def test_scaled_is_gamma_zero_one_factor_on_the_top_axes() -> None:
 def test_no_variance_at_all_is_refused() -> None:
     with pytest.raises(ValueError, match="no variance"):
         principal_axes(np.ones((10, 3)))
+
+
+def test_the_whitening_dense_maps_its_fit_data_to_identity_covariance() -> None:
+    from ragcun.whitening import whitening_dense
+
+    rng = np.random.default_rng(0)
+    cloud = rng.normal(size=(600, 12)) @ rng.normal(size=(12, 12)) * np.linspace(0.1, 5, 12) + 2.0
+    for width in (12, 5):
+        dense = whitening_dense(cloud, width)
+        with torch.no_grad():
+            out = dense({"sentence_embedding": torch.from_numpy(cloud).float()})["sentence_embedding"].double().numpy()
+        assert out.shape == (600, width)
+        assert np.abs(out.mean(axis=0)).max() < 1e-4
+        assert np.abs(np.cov(out, rowvar=False) - np.eye(width)).max() < 1e-4
+    with pytest.raises(ValueError, match="fitted on 10 texts, but its 12 output directions need more than 12"):
+        whitening_dense(cloud[:10])
+    with pytest.raises(ValueError, match="at most 12"):
+        whitening_dense(cloud, 13)

@@ -10,6 +10,7 @@ from sentence_transformers.base.losses.gradcache import CachedLossMixin
 from sentence_transformers.base.losses.merged_forward import embed_columns
 from torch import Tensor, nn
 
+from ragcun.losses.batch_whitening import BatchWhitening
 from ragcun.losses.euclidean_mnrl import EuclideanMNRLoss, negative_l2_distance
 from ragcun.losses.sigreg import LEJEPA_CITATION, SIGReg, SIGRegByRole
 
@@ -47,6 +48,9 @@ class LeJEPALoss(nn.Module):
             apart, the mean of the two statistics, instead of their union: when queries and documents form two
             clouds with different means, the union can look centred as a mixture, while each role's test sees its
             own offset. Each role keeps its own principal directions and memory (:class:`SIGRegByRole`).
+        whitening: whiten every column's embeddings together before the terms (:class:`BatchWhitening`, with
+            gradients through it): the model learns to make the whitened space rank well, SIGReg then only shapes
+            the marginals, and the anchor compares the whitened model's ranking with the base's.
         **sigreg_options: SIGReg's shape-aware slices and cross-batch memory (``num_principal``,
             ``memory_size``, ``memory_max_age``, ``principal_horizon``, ``principal_refresh``; see
             :class:`SIGReg`, whose defaults apply; ``num_principal=0`` is LeJEPA's random slices alone).
@@ -67,6 +71,7 @@ class LeJEPALoss(nn.Module):
         anchor_model: nn.Module | None = None,
         anchor_scale: float | None = None,
         isotropy_by_role: bool = False,
+        whitening: BatchWhitening | None = None,
         **sigreg_options: Any,
     ) -> None:
         super().__init__()
@@ -91,12 +96,16 @@ class LeJEPALoss(nn.Module):
         self.lambda_anchor = lambda_anchor
         self.anchor_scale = anchor_scale
         self.isotropy_by_role = isotropy_by_role
+        self.whitening = whitening
         # a plain attribute, not a submodule: the teacher is neither trained nor saved with the loss
         self.__dict__["anchor_model"] = anchor_model
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> dict[str, Tensor]:
         features = list(sentence_features)
         embeddings = embed_columns(self.model, features)
+        if self.whitening is not None:
+            sizes = [len(column) for column in embeddings]
+            embeddings = list(self.whitening(torch.cat(embeddings)).split(sizes))
         parts = self.compute_loss_from_embeddings(embeddings, labels)
         if self.lambda_anchor > 0:
             parts["anchor"] = self.lambda_anchor * self.anchor_divergence(features, embeddings)
@@ -141,6 +150,7 @@ class LeJEPALoss(nn.Module):
             "lambda_anchor": self.lambda_anchor,
             "anchor_scale": self.anchor_scale,
             "isotropy_by_role": self.isotropy_by_role,
+            "whitening_in_loss": self.whitening is not None,
             **self.sigreg.get_config_dict(),
         }
 
@@ -161,6 +171,8 @@ class CachedLeJEPALoss(CachedLossMixin, LeJEPALoss):
         super().__init__(model, *args, **kwargs)
         if self.lambda_anchor > 0:
             raise ValueError("CachedLeJEPALoss (GradCache) does not support the anchor (lambda_anchor): use LeJEPALoss.")
+        if self.whitening is not None:
+            raise ValueError("CachedLeJEPALoss (GradCache) does not support whitening in the loss: use LeJEPALoss.")
         if mini_batch_size < 1:
             raise ValueError(f"mini_batch_size must be a positive integer, got {mini_batch_size}.")
         self.mini_batch_size = mini_batch_size

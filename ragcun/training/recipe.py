@@ -75,6 +75,14 @@ class ModelArguments:
         "then a Dense to output_dim whose rows stay orthonormal: N(0, I) on the training texts by construction, and "
         "training only chooses which output_dim whitened directions to keep. init and head_layers do not apply.",
     )
+    train_top_layers: int = option(
+        0,
+        "Train the encoder's top k layers (and the base's Pooling and Dense layers) from the token states cached at "
+        "their input, computed once with the rest frozen (in embedding_cache_dir, like the head's embeddings, and in "
+        "encode_precision), then whiten the output onto output_dim directions: the saved model is the full encoder "
+        "with its top k layers trained, the base's modules and one whitening Dense fitted on every training text. "
+        "0: off. Cannot be combined with train_head_only.",
+    )
     embedding_cache_dir: str | None = option(
         None,
         "Where train_head_only caches embeddings (default ~/.cache/ragcun/embeddings, "
@@ -98,9 +106,14 @@ class ModelArguments:
         if self.encode_precision not in PRECISION_CHOICES:
             raise ValueError(f"encode_precision must be one of {', '.join(PRECISION_CHOICES)}, "
                              f"got {self.encode_precision!r}.")
-        if self.encode_precision != "float32" and not self.train_head_only:
-            raise ValueError("encode_precision is a head-only option (the frozen base's one encoding): set "
-                             "train_head_only true, or train the backbone in bfloat16 with bf16: true.")
+        if self.train_top_layers < 0:
+            raise ValueError(f"train_top_layers must be >= 0 (0: off), got {self.train_top_layers}.")
+        if self.train_top_layers and self.train_head_only:
+            raise ValueError("train_top_layers trains part of the encoder and train_head_only keeps all of it frozen: "
+                             "set one of them.")
+        if self.encode_precision != "float32" and not (self.train_head_only or self.train_top_layers):
+            raise ValueError("encode_precision is an option of the cached runs (train_head_only, train_top_layers): "
+                             "set one of them, or train the backbone in bfloat16 with bf16: true.")
         if self.head_layers < 1:
             raise ValueError(f"head_layers must be a positive integer, got {self.head_layers}.")
         if self.isotropic_head and not self.train_head_only:
@@ -151,9 +164,15 @@ class LossArguments:
         "between the two roles' means.",
     )
     mnrl_scale: float = option(1.0, "Logit scale per unit of L2 distance.")
+    whiten_in_loss: bool = option(
+        True,
+        "train_top_layers: whiten every batch's embeddings (queries and documents together; the batch's covariance "
+        "shrunk toward a running estimate, gradients through it) before the ranking, SIGReg and anchor terms, so "
+        "the encoder learns to make the whitened space rank well. false: the terms see the projection's output.",
+    )
     lambda_anchor: float = option(
         0.0,
-        "train_head_only: weight of the anchor to the base's ranking, the KL divergence from the "
+        "train_head_only, train_top_layers: weight of the anchor to the base's ranking, the KL divergence from the "
         "base's in-batch ranking to the model's, both as MNRL scores (logged as `anchor`). 0: off.",
     )
     anchor_scale: float | None = option(

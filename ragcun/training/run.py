@@ -34,6 +34,7 @@ from ragcun.isotropy import isotropy_figures
 from ragcun.losses import CachedLeJEPALoss, LeJEPALoss, MNRLGORLoss
 from ragcun.model import build_model, freeze, load_base, resolve_base, unit_variance_scale
 from ragcun.training import head as head_training
+from ragcun.training import top as top_training
 from ragcun.training.data import DataSource, load_training_data, validate_sources
 from ragcun.training.hard_negatives import mine_missing_negatives
 from ragcun.training.monitor import LOGGED_ISOTROPY, IsotropyRetrievalEvaluator, SIGRegStepCallback
@@ -146,10 +147,19 @@ def check_before_loading(recipe: Recipe) -> tuple[list[DataSource], str | None]:
         if "prompts" in recipe.given:
             raise ValueError("train_head_only encodes with the base's own query/document prompts; a recipe `prompts` "
                              "mapping is not supported with it. Remove `prompts`.")
+    elif recipe.model.train_top_layers:
+        if recipe.loss.objective != "lejepa" or recipe.loss.gradcache_mini_batch_size:
+            raise ValueError("train_top_layers trains with the lejepa objective and LeJEPALoss (no GradCache): remove "
+                             "objective and gradcache_mini_batch_size.")
+        if "prompts" in recipe.given:
+            raise ValueError("train_top_layers caches the texts with the base's own query/document prompts; a recipe "
+                             "`prompts` mapping is not supported with it. Remove `prompts`.")
     elif recipe.loss.lambda_anchor > 0:
-        raise ValueError("lambda_anchor keeps the frozen base's ranking and needs train_head_only: fine-tuning the "
-                         "backbone has no frozen copy of the base to distil from. Set train_head_only true or "
-                         "lambda_anchor 0.")
+        raise ValueError("lambda_anchor keeps the frozen base's ranking and needs train_head_only or "
+                         "train_top_layers: fine-tuning the whole backbone has no frozen copy of the base to distil "
+                         "from. Set one of them, or lambda_anchor 0.")
+    if "whiten_in_loss" in recipe.given and not recipe.model.train_top_layers:
+        raise ValueError("whiten_in_loss applies to train_top_layers runs only: remove it, or set train_top_layers.")
     if recipe.loss.lambda_isotropy > 0 and recipe.training.per_device_train_batch_size < 2:
         raise ValueError("SIGReg needs a batch of at least 2: raise per_device_train_batch_size.")
     return sources, resume
@@ -288,6 +298,8 @@ class ModelSetup:
     save: Callable[[], SentenceTransformer]  # the model written to output_dir/final once trained
     loss_extras: dict[str, Any] = dataclasses.field(default_factory=dict)  # mode-specific LeJEPALoss arguments
     callbacks: list[TrainerCallback] = dataclasses.field(default_factory=list)
+    # the model the trained held-out figures are read from, where it is not the trained model itself
+    heldout_model: Callable[[], SentenceTransformer] | None = None
 
 
 def _head_only_mode(recipe: Recipe, base: SentenceTransformer, base_path: str, prepared: PreparedRun,
@@ -328,13 +340,62 @@ def _cosine_baseline_mode(recipe: Recipe, base: SentenceTransformer, base_path: 
     return ModelSetup(model, train_dataset, base_metrics, lambda: model)
 
 
-TRAINING_MODES = {"head_only": _head_only_mode, "backbone": _backbone_mode, "cosine_baseline": _cosine_baseline_mode}
+def _top_layers_mode(recipe: Recipe, base: SentenceTransformer, base_path: str, prepared: PreparedRun,
+                     evaluator: IsotropyRetrievalEvaluator | None) -> ModelSetup:
+    """The encoder's top layers trained from cached states, whitened inside the loss (see :mod:`ragcun.training.top`)."""
+    model_args, args = recipe.model, recipe.training
+    base.eval()
+    prompts = dict(base.prompts)
+    if base.default_prompt_name and not {"query", "document"} <= set(prompts):
+        raise ValueError("train_top_layers needs a base with both query and document prompts, or no default prompt: "
+                         f"this one has default_prompt_name {base.default_prompt_name!r} and prompts {sorted(prompts)}.")
+    column_prompts = ({column: "query" if column == "anchor" else "document"
+                       for column in prepared.train_dataset.column_names} if {"query", "document"} <= set(prompts)
+                      else None)
+    groups = head_training.text_groups(prepared.train_dataset, prepared.eval_dataset, column_prompts, prompts)
+    precision = resolve_precision(model_args.encode_precision, base.device.type)
+    print(f"frozen layers encode in {precision}", flush=True)
+    with args.main_process_first(desc="caching the frozen layers' states"):
+        setup = top_training.build(base, str(Path(base_path).expanduser()), groups, model_args.train_top_layers,
+                                   model_args.output_dim, Path(model_args.embedding_cache_dir or DEFAULT_CACHE_DIR),
+                                   precision, model_args.base_revision, args.per_device_eval_batch_size)
+    lookup = head_training.lookup_model(base, setup.encoded)
+    comparison = Path(args.output_dir) / "whitened-base"
+    if args.process_index == 0 and not (comparison / "modules.json").is_file():
+        whitened = top_training.whitened_base(base, setup, model_args.output_dim)
+        _save_model_atomically(whitened, comparison)
+        if evaluator is not None:  # its held-out figures, from the cached base embeddings (no encoding)
+            figures = evaluator(SentenceTransformer(modules=[*lookup, whitened[-1]], similarity_fn_name="euclidean",
+                                                   prompts=dict(base.prompts), device="cpu"))
+            atomic_write_text(comparison / "heldout_metrics.json", json.dumps(_plain(figures), indent=2) + "\n")
+    train_dataset = _mine(recipe, prepared.train_dataset, lookup)
+    loss_extras: dict[str, Any] = {"whitening": setup.whitening} if recipe.loss.whiten_in_loss else {}
+    if recipe.loss.lambda_anchor > 0:
+        loss_extras.update(lambda_anchor=recipe.loss.lambda_anchor, anchor_model=setup.anchor,
+                           anchor_scale=recipe.loss.anchor_scale or setup.base_scale)
+    base_metrics = evaluator(lookup) if evaluator is not None else {}
+    finished: dict[str, Any] = {}
+
+    def final_whitening():  # fitted once, after training: for the held-out figures and the saved model alike
+        if "dense" not in finished:
+            finished["dense"] = top_training.final_whitening(setup.model, groups, args.per_device_eval_batch_size)
+        return finished["dense"]
+
+    return ModelSetup(setup.model, train_dataset, base_metrics,
+                      lambda: top_training.assemble(base, setup.model, final_whitening()), loss_extras,
+                      heldout_model=lambda: top_training.cached_view(setup.model, final_whitening()))
+
+
+TRAINING_MODES = {"head_only": _head_only_mode, "top_layers": _top_layers_mode, "backbone": _backbone_mode,
+                  "cosine_baseline": _cosine_baseline_mode}
 
 
 def training_mode(recipe: Recipe) -> str:
     """Which of :data:`TRAINING_MODES` a recipe asks for."""
     if recipe.model.train_head_only:
         return "head_only"
+    if recipe.model.train_top_layers:
+        return "top_layers"
     return "cosine_baseline" if recipe.loss.objective == "mnrl_gor" else "backbone"
 
 
@@ -366,7 +427,7 @@ def _load_base(recipe: Recipe, prepared: PreparedRun) -> tuple[SentenceTransform
                                  num_layers=model_args.tiny_num_layers, seed=args.seed)
         base_model = str(tiny_dir)
     base = load_base(base_model, revision=model_args.base_revision)
-    if model_args.train_head_only and model_args.max_seq_length is not None:
+    if (model_args.train_head_only or model_args.train_top_layers) and model_args.max_seq_length is not None:
         base.max_seq_length = model_args.max_seq_length  # the base's own figures at the length the head sees
     return base, str(base_model)
 
@@ -403,7 +464,7 @@ def run_training(recipe: Recipe, prepared: PreparedRun | None = None) -> dict[st
         callbacks=callbacks,
     )
     train_output = trainer.train(resume_from_checkpoint=resume)
-    after = evaluator(model) if evaluator is not None else {}
+    after = evaluator(setup.heldout_model() if setup.heldout_model else model) if evaluator is not None else {}
 
     summary: dict[str, Any] = {
         "global_step": trainer.state.global_step,

@@ -214,7 +214,7 @@ def test_deep_head_with_the_anchor_and_mined_negatives(deep_run: Path) -> None:
     (dict(lambda_anchor=0.5), "lambda_anchor keeps the frozen base's ranking and needs train_head_only"),
     (dict(head_layers=2), "head_layers > 1 is a head-only option"),
     (dict(mine_hard_negatives=-1), "mine_hard_negatives must be >= 0"),
-    (dict(encode_precision="bfloat16"), "encode_precision is a head-only option"),
+    (dict(encode_precision="bfloat16"), "encode_precision is an option of the cached runs"),
     (dict(encode_precision="bf16"), "encode_precision must be one of float32, bfloat16, auto"),
 ])
 def test_head_options_are_refused_outside_head_only(tmp_path: Path, overrides: dict, message: str) -> None:
