@@ -21,7 +21,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules.input_module import InputModule
 from torch import nn
 
-from ragcun.encoding.layer_states import read_groups, top_encoder
+from ragcun.encoding.layer_states import LayerStates, read_groups, top_encoder
 from ragcun.encoding.table import text_key
 
 class CachedLayerStates(InputModule):
@@ -44,9 +44,27 @@ class CachedLayerStates(InputModule):
         self.top = top_encoder(encoder, self.k)
         if "embed_tokens" in self.top._modules:  # the token table is below the cached states: not part of the top
             self.top._modules["embed_tokens"] = None
-        states, keys = read_groups(self.key_files)
-        self.index = {key: row for row, key in enumerate(keys)}
-        self.__dict__["states"] = states  # not a buffer: never saved, never moved by DDP
+        self.__dict__["_cache"] = None  # read on first use: a checkpoint loaded only for its weights never reads it
+
+    def _cached(self) -> tuple[LayerStates, list[str], dict[str, int]]:
+        """The states, their keys (a text in two groups has two rows, both keys kept) and each key's row. Not a
+        buffer: never saved with the weights, never broadcast by DDP."""
+        if self.__dict__["_cache"] is None:
+            states, keys = read_groups(self.key_files)
+            self.__dict__["_cache"] = (states, keys, {key: row for row, key in enumerate(keys)})
+        return self.__dict__["_cache"]
+
+    @property
+    def states(self) -> LayerStates:
+        return self._cached()[0]
+
+    @property
+    def keys(self) -> list[str]:
+        return self._cached()[1]
+
+    @property
+    def index(self) -> dict[str, int]:
+        return self._cached()[2]
 
     def preprocess(self, inputs: Sequence[str], prompt: str | None = None, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Row numbers as ``input_ids``; -1 for a text that was not cached, refused in ``forward``."""

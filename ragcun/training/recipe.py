@@ -83,6 +83,11 @@ class ModelArguments:
         "with its top k layers trained, the base's modules and one whitening Dense fitted on every training text. "
         "0: off. Cannot be combined with train_head_only.",
     )
+    whitening_fit_texts: int | None = option(
+        None,
+        "train_top_layers: the final whitening is fitted on the trained model's output for this many training texts, "
+        "drawn at random across sources and roles (null: all of them; each costs a forward pass of the top layers).",
+    )
     embedding_cache_dir: str | None = option(
         None,
         "Where train_head_only caches embeddings (default ~/.cache/ragcun/embeddings, "
@@ -108,6 +113,9 @@ class ModelArguments:
                              f"got {self.encode_precision!r}.")
         if self.train_top_layers < 0:
             raise ValueError(f"train_top_layers must be >= 0 (0: off), got {self.train_top_layers}.")
+        if self.whitening_fit_texts is not None and self.whitening_fit_texts < 1:
+            raise ValueError(f"whitening_fit_texts must be a positive number of texts (or null: all of them), got "
+                             f"{self.whitening_fit_texts}.")
         if self.train_top_layers and self.train_head_only:
             raise ValueError("train_top_layers trains part of the encoder and train_head_only keeps all of it frozen: "
                              "set one of them.")

@@ -378,7 +378,8 @@ def _top_layers_mode(recipe: Recipe, base: SentenceTransformer, base_path: str, 
 
     def final_whitening():  # fitted once, after training: for the held-out figures and the saved model alike
         if "dense" not in finished:
-            finished["dense"] = top_training.final_whitening(setup.model, groups, args.per_device_eval_batch_size)
+            finished["dense"] = top_training.final_whitening(setup.model, groups, args.per_device_eval_batch_size,
+                                                             model_args.whitening_fit_texts, args.seed)
         return finished["dense"]
 
     return ModelSetup(setup.model, train_dataset, base_metrics,

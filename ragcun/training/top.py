@@ -59,9 +59,9 @@ def build(base: SentenceTransformer, base_path: str, groups: TextGroups, k: int,
     check_top_layers(encoder, k)
     key_files = cache_groups(base, base_path, groups, k, cache_dir, precision, revision, batch_size)
     cached = CachedLayerStates(base_path, k, [str(path) for path in key_files], revision, encoder=encoder)
-    keys = list(cached.index)
+    keys = cached.keys
     train_keys = _train_keys(groups, base)
-    train_rows = np.array(sorted(row for key, row in cached.index.items() if key in train_keys))
+    train_rows = np.array(sorted(row for key, row in cached.index.items() if key in train_keys))  # each text once
     base_train = cached.states.embeddings[train_rows]
     width = base_train.shape[1]
     if output_dim > width:
@@ -107,19 +107,28 @@ def _train_keys(groups: TextGroups, base: SentenceTransformer) -> set[str]:
 
 
 @torch.no_grad()
-def trained_embeddings(model: SentenceTransformer, groups: TextGroups, batch_size: int) -> np.ndarray:
-    """The trained model's output (before the final whitening) for every training text, as encoded in use."""
+def trained_embeddings(model: SentenceTransformer, groups: TextGroups, batch_size: int, limit: int | None = None,
+                       seed: int = 0) -> np.ndarray:
+    """The trained model's output (before the final whitening) for every training text as encoded in use, or for
+    ``limit`` of them drawn at random across the groups (both roles, every source, in proportion)."""
     model.eval()
-    parts = [model.encode(texts, prompt_name=prompt_name, batch_size=batch_size, convert_to_numpy=True)
-             for prompt_name, texts in groups.train.items()]
+    pairs = [(prompt_name, text) for prompt_name, texts in groups.train.items() for text in texts]
+    if limit is not None and len(pairs) > limit:
+        chosen = np.sort(np.random.default_rng(seed).choice(len(pairs), limit, replace=False))
+        pairs = [pairs[i] for i in chosen]
+    parts = []
+    for prompt_name in dict.fromkeys(name for name, _ in pairs):
+        texts = [text for name, text in pairs if name == prompt_name]
+        parts.append(model.encode(texts, prompt_name=prompt_name, batch_size=batch_size, convert_to_numpy=True))
     return np.concatenate(parts).astype(np.float64)
 
 
-def final_whitening(trained: SentenceTransformer, groups: TextGroups, batch_size: int) -> Dense:
-    """The trained projection and a whitening fitted on every training text's trained output, folded into one
-    standard ``Dense``: N(0, I) on the training texts by construction."""
+def final_whitening(trained: SentenceTransformer, groups: TextGroups, batch_size: int, limit: int | None = None,
+                    seed: int = 0) -> Dense:
+    """The trained projection and a whitening fitted on the training texts' trained output (all of them, or
+    ``limit`` drawn at random), folded into one standard ``Dense``: N(0, I) on the training texts by construction."""
     projection = trained[-1]
-    fitted = whitening_dense(trained_embeddings(trained, groups, batch_size))
+    fitted = whitening_dense(trained_embeddings(trained, groups, batch_size, limit, seed))
     with torch.no_grad():
         weight = fitted.linear.weight.double() @ projection.linear.weight.double()
         bias = fitted.linear.weight.double() @ projection.linear.bias.double() + fitted.linear.bias.double()

@@ -291,3 +291,40 @@ def test_two_processes_train_the_top_layers_from_one_cache(tmp_path: Path) -> No
     computed = re.findall(r"layer states: shard (\d+)/(\d+) \((\d+) texts\)", result.stdout + result.stderr)
     assert computed and len(computed) == len(set(computed))  # every shard computed once, by one process
     assert SentenceTransformer(str(tmp_path / "run" / "final")).encode(["a question"]).shape == (1, 16)
+
+
+def test_a_text_in_two_groups_keeps_a_row_and_a_key_in_each(tiny_base_dir: Path, tmp_path: Path) -> None:
+    """A text both trained on and held out is cached in both groups: rows and keys stay one for one (the base's
+    lookup table is written from them)."""
+    base = SentenceTransformer(str(tiny_base_dir), device="cpu")
+    texts = _texts()
+    first = cache_layer_states(base, str(tiny_base_dir), texts[:8], "query", 1, tmp_path)
+    second = cache_layer_states(base, str(tiny_base_dir), texts[5:], "query", 1, tmp_path)
+    cached = CachedLayerStates(str(tiny_base_dir), 1, [str(first), str(second)], encoder=base[0].model)
+    assert len(cached.keys) == len(cached.states) == len(texts) + 3
+    assert len(cached.index) == len(texts)
+
+
+def test_the_final_whitening_can_be_fitted_on_a_sample_of_both_roles() -> None:
+    from ragcun.training.head import TextGroups
+    from ragcun.training.top import trained_embeddings
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.seen: dict[str | None, int] = {}
+
+        def eval(self) -> None:
+            pass
+
+        def encode(self, texts, prompt_name=None, **kwargs) -> np.ndarray:
+            self.seen[prompt_name] = self.seen.get(prompt_name, 0) + len(texts)
+            return np.zeros((len(texts), 3))
+
+    groups = TextGroups(train={"query": [f"q{i}" for i in range(300)], "document": [f"d{i}" for i in range(700)]},
+                        heldout={"query": ["held out"]})
+    everything = Recorder()
+    assert trained_embeddings(everything, groups, 8).shape == (1000, 3)
+    assert everything.seen == {"query": 300, "document": 700}  # every training text, no held-out one
+    sample = Recorder()
+    assert trained_embeddings(sample, groups, 8, limit=200).shape == (200, 3)
+    assert 30 < sample.seen["query"] < 90 and sample.seen["query"] + sample.seen["document"] == 200
