@@ -1,8 +1,9 @@
 """What training the top k layers from cached states costs, against plain encoding, side by side on one machine.
 
-Three rates on the same texts, in texts per second: the model encoding them as in use (``encode``, all L layers,
-no gradients); the one-off pass that caches their states at the input of layer L − k; and training from those states
-(the top k layers, Pooling and the base's Dense layers, forward and backward, one optimizer step per batch). The
+Three rates on the same texts, in texts per second, all in one precision (bfloat16 under autocast, or float32): the
+model encoding them as in use (``encode``, all L layers, no gradients); the one-off pass that caches their states at
+the input of layer L − k; and training from those states (the top k layers, Pooling and the base's Dense layers,
+forward and backward, one optimizer step per batch). The
 ratio training / encoding is the speed-up over fine-tuning the whole encoder only in part: a full fine-tune step costs
 about three encodes (forward and backward) of every text, a top-k step about 3k / L of one.
 
@@ -29,11 +30,12 @@ from ragcun.top_layers import CachedLayerStates
 
 
 def passages(path: Path, count: int) -> list[str]:
-    """The first ``count`` positives of a JSONL training file (documents: the long, costly side)."""
+    """The first ``count`` positives (``positive`` or ``pos``) of a JSONL training file: documents, the long side."""
     texts = []
     with path.open(encoding="utf-8") as lines:
         for line in lines:
-            texts.append(json.loads(line)["positive"])
+            row = json.loads(line)
+            texts.append(row["positive"] if "positive" in row else row["pos"])
             if len(texts) == count:
                 break
     return texts
@@ -73,14 +75,16 @@ def main() -> None:
         start = time.perf_counter()
         for first in range(0, len(texts), args.batch_size):
             features = model.preprocess(texts[first:first + args.batch_size], prompt=prompt_text)
-            loss = model(features)["sentence_embedding"].pow(2).sum()
+            # in the encoding's precision, as a recipe's `bf16: true` trains (autocast; the weights stay float32)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+                loss = model(features)["sentence_embedding"].float().pow(2).sum()
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
         train_rate = len(texts) / (time.perf_counter() - start)
     depth = base[0].model.config.num_hidden_layers
     print(f"model {args.model}  k={args.k} of {depth} layers  {len(texts)} passages  batch {args.batch_size}  "
-          f"max_seq_length {args.max_seq_length}  precision {precision} (caching; training in float32)")
+          f"max_seq_length {args.max_seq_length}  precision {precision} (encoding, caching and training alike)")
     print(f"encode (all layers, no gradients)      {encode_rate:8.1f} texts/s")
     print(f"cache the states (once per text)       {cache_rate:8.1f} texts/s")
     print(f"train the top {args.k} (forward + backward)  {train_rate:8.1f} texts/s   "

@@ -41,7 +41,7 @@ def test_figures_are_read_from_a_summary_or_a_metrics_file(tmp_path: Path) -> No
 @pytest.mark.slow
 def test_the_speed_benchmark_prints_the_three_rates(tiny_base_dir: Path, tmp_path: Path) -> None:
     data = tmp_path / "pairs.jsonl"
-    data.write_text("".join(json.dumps({"anchor": f"q {i}", "positive": f"planets orbit the sun note {i}"}) + "\n"
+    data.write_text("".join(json.dumps({"query": f"q {i}", "pos": f"planets orbit the sun note {i}"}) + "\n"
                             for i in range(24)))
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "top_layers_speed.py"), "--model",
                              str(tiny_base_dir), "--k", "1", "--texts", "24", "--batch-size", "8", "--data", str(data)],
