@@ -148,6 +148,13 @@ def check_before_loading(recipe: Recipe) -> tuple[list[DataSource], str | None]:
             raise ValueError("train_head_only encodes with the base's own query/document prompts; a recipe `prompts` "
                              "mapping is not supported with it. Remove `prompts`.")
     elif recipe.model.train_top_layers:
+        given = {key: recipe.resolved.get(key) for key in recipe.given}
+        defaults = {f.name: f.default for f in dataclasses.fields(ModelArguments)}
+        clash = sorted(key for key in ("freeze_layers", "freeze_embeddings", "init") if key in given
+                       and given[key] != defaults[key])
+        if clash:
+            raise ValueError(f"train_top_layers chooses what trains (the top k layers) and starts the projection on the "
+                             f"base's principal axes, but the recipe also sets {', '.join(clash)}. Remove them.")
         if recipe.loss.objective != "lejepa" or recipe.loss.gradcache_mini_batch_size:
             raise ValueError("train_top_layers trains with the lejepa objective and LeJEPALoss (no GradCache): remove "
                              "objective and gradcache_mini_batch_size.")
@@ -158,7 +165,8 @@ def check_before_loading(recipe: Recipe) -> tuple[list[DataSource], str | None]:
         raise ValueError("lambda_anchor keeps the frozen base's ranking and needs train_head_only or "
                          "train_top_layers: fine-tuning the whole backbone has no frozen copy of the base to distil "
                          "from. Set one of them, or lambda_anchor 0.")
-    if "whiten_in_loss" in recipe.given and not recipe.model.train_top_layers:
+    # set away from its default (a recipe an earlier run wrote out lists every key at its value)
+    if "whiten_in_loss" in recipe.given and not recipe.loss.whiten_in_loss and not recipe.model.train_top_layers:
         raise ValueError("whiten_in_loss applies to train_top_layers runs only: remove it, or set train_top_layers.")
     if recipe.loss.lambda_isotropy > 0 and recipe.training.per_device_train_batch_size < 2:
         raise ValueError("SIGReg needs a batch of at least 2: raise per_device_train_batch_size.")

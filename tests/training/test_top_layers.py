@@ -261,6 +261,7 @@ def test_a_top_layer_run_resumes_from_its_checkpoint(top_run: Path) -> None:
     (dict(train_head_only=True), "set one of them"),
     (dict(output_dim=600), "wider than the base"),
     (dict(objective="mnrl_gor"), "lejepa objective"),
+    (dict(freeze_embeddings=True), "also sets freeze_embeddings"),
 ])
 def test_top_layer_runs_refuse_bad_input_with_the_fix(tmp_path: Path, overrides: dict, message: str) -> None:
     result = run_train(["--config", str(_top_recipe(tmp_path, **overrides))])
