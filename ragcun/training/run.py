@@ -238,6 +238,20 @@ def _mine(recipe: Recipe, train_dataset: Dataset, ranker: SentenceTransformer) -
         return load_from_disk(str(saved))
 
 
+def _cached_text_groups(mode: str, base: SentenceTransformer, train_dataset: Dataset,
+                        eval_dataset: Dataset | None) -> head_training.TextGroups:
+    """What a cached run (head-only, top layers) computes once per text: the training columns with the prompt each is
+    trained with (query on anchors, document elsewhere, where the base has both), the held-out ones as evaluated."""
+    base.eval()
+    prompts = dict(base.prompts)
+    if base.default_prompt_name and not {"query", "document"} <= set(prompts):
+        raise ValueError(f"{mode} needs a base with both query and document prompts, or no default prompt: this one "
+                         f"has default_prompt_name {base.default_prompt_name!r} and prompts {sorted(prompts)}.")
+    column_prompts = ({column: "query" if column == "anchor" else "document" for column in train_dataset.column_names}
+                      if {"query", "document"} <= set(prompts) else None)
+    return head_training.text_groups(train_dataset, eval_dataset, column_prompts, prompts)
+
+
 @dataclass
 class HeadOnlySetup:
     model: SentenceTransformer  # the cached lookup, then the head
@@ -252,14 +266,7 @@ def _head_only_model(base: SentenceTransformer, base_path: str, recipe: Recipe, 
     missing hard negatives from those embeddings, then the lookup + head model the trainer trains (see
     :mod:`ragcun.training.head`)."""
     model_args, args = recipe.model, recipe.training
-    base.eval()
-    prompts = dict(base.prompts)
-    if base.default_prompt_name and not {"query", "document"} <= set(prompts):
-        raise ValueError("train_head_only needs a base with both query and document prompts, or no default prompt: "
-                         f"this one has default_prompt_name {base.default_prompt_name!r} and prompts {sorted(prompts)}.")
-    column_prompts = ({column: "query" if column == "anchor" else "document" for column in train_dataset.column_names}
-                      if {"query", "document"} <= set(prompts) else None)
-    groups = head_training.text_groups(train_dataset, eval_dataset, column_prompts, prompts)
+    groups = _cached_text_groups("train_head_only", base, train_dataset, eval_dataset)
     cache_dir = Path(model_args.embedding_cache_dir or DEFAULT_CACHE_DIR)
     base_path = str(Path(base_path).expanduser())
     precision = resolve_precision(model_args.encode_precision, base.device.type)
@@ -352,15 +359,7 @@ def _top_layers_mode(recipe: Recipe, base: SentenceTransformer, base_path: str, 
                      evaluator: IsotropyRetrievalEvaluator | None) -> ModelSetup:
     """The encoder's top layers trained from cached states, whitened inside the loss (see :mod:`ragcun.training.top`)."""
     model_args, args = recipe.model, recipe.training
-    base.eval()
-    prompts = dict(base.prompts)
-    if base.default_prompt_name and not {"query", "document"} <= set(prompts):
-        raise ValueError("train_top_layers needs a base with both query and document prompts, or no default prompt: "
-                         f"this one has default_prompt_name {base.default_prompt_name!r} and prompts {sorted(prompts)}.")
-    column_prompts = ({column: "query" if column == "anchor" else "document"
-                       for column in prepared.train_dataset.column_names} if {"query", "document"} <= set(prompts)
-                      else None)
-    groups = head_training.text_groups(prepared.train_dataset, prepared.eval_dataset, column_prompts, prompts)
+    groups = _cached_text_groups("train_top_layers", base, prepared.train_dataset, prepared.eval_dataset)
     precision = resolve_precision(model_args.encode_precision, base.device.type)
     print(f"frozen layers encode in {precision}", flush=True)
     with args.main_process_first(desc="caching the frozen layers' states"):
