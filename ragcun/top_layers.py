@@ -1,8 +1,8 @@
 """CachedLayerStates: the top k layers of an encoder, run on the states cached at their input.
 
 With this module first in a SentenceTransformer, followed by the base's own Pooling, Dense and Normalize, the
-trainer, the losses, the evaluator, checkpoints and resumption see an ordinary model whose first k layers from the
-top train, at the cost of those k layers alone. ``preprocess`` maps each (prompt, text) to its row of the cache
+trainer, the losses, the evaluator, checkpoints and resumption see an ordinary model whose top k layers train, at
+the cost of those k layers alone. ``preprocess`` maps each (prompt, text) to its row of the cache
 (:mod:`ragcun.encoding.layer_states`); ``forward`` pads the rows' token states and runs the top layers on them. It
 exists only while training: the saved model puts the full encoder, its top layers trained, in its place
 (:mod:`ragcun.training.top`).
@@ -27,8 +27,9 @@ from ragcun.encoding.table import text_key
 class CachedLayerStates(InputModule):
     """Texts → the cached states of their tokens → the top ``k`` layers of ``base_model``'s encoder.
 
-    ``key_files`` name the cached groups (see :func:`~ragcun.encoding.layer_states.cache_layer_states`). Saving writes the paths, the base and k in
-    the config and the top layers' weights beside it; loading rebuilds the top from the base and restores them.
+    ``key_files`` name the cached groups (see :func:`~ragcun.encoding.layer_states.cache_layer_states`). Saving
+    writes the paths, the base and k in the config and the top layers' weights beside it; loading rebuilds the top
+    from the base and restores them.
     """
 
     config_keys = ["base_model", "k", "key_files", "revision"]

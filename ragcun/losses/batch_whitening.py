@@ -42,7 +42,8 @@ class BatchWhitening(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         n = x.shape[0]
         if x.shape[1] != self.dimension:
-            raise ValueError(f"BatchWhitening was built for width {self.dimension}, got embeddings of width {x.shape[1]}.")
+            raise ValueError(f"BatchWhitening was built for width {self.dimension}, got embeddings of width "
+                             f"{x.shape[1]}.")
         if self.memory_rows == 0 and n <= self.dimension:
             raise ValueError(f"Whitening a batch alone needs more rows than its width {self.dimension}, got {n}: "
                              "raise the batch size or keep a running estimate (memory_rows > 0).")

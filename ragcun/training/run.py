@@ -153,8 +153,8 @@ def check_before_loading(recipe: Recipe) -> tuple[list[DataSource], str | None]:
         clash = sorted(key for key in ("freeze_layers", "freeze_embeddings", "init") if key in given
                        and given[key] != defaults[key])
         if clash:
-            raise ValueError(f"train_top_layers chooses what trains (the top k layers) and starts the projection on the "
-                             f"base's principal axes, but the recipe also sets {', '.join(clash)}. Remove them.")
+            raise ValueError(f"train_top_layers chooses what trains (the top k layers) and starts the projection on "
+                             f"the base's principal axes, but the recipe also sets {', '.join(clash)}. Remove them.")
         if recipe.loss.objective != "lejepa" or recipe.loss.gradcache_mini_batch_size:
             raise ValueError("train_top_layers trains with the lejepa objective and LeJEPALoss (no GradCache): remove "
                              "objective and gradcache_mini_batch_size.")
@@ -357,7 +357,7 @@ def _cosine_baseline_mode(recipe: Recipe, base: SentenceTransformer, base_path: 
 
 def _top_layers_mode(recipe: Recipe, base: SentenceTransformer, base_path: str, prepared: PreparedRun,
                      evaluator: IsotropyRetrievalEvaluator | None) -> ModelSetup:
-    """The encoder's top layers trained from cached states, whitened inside the loss (see :mod:`ragcun.training.top`)."""
+    """The encoder's top layers trained from cached states, whitened inside the loss (:mod:`ragcun.training.top`)."""
     model_args, args = recipe.model, recipe.training
     groups = _cached_text_groups("train_top_layers", base, prepared.train_dataset, prepared.eval_dataset)
     precision = resolve_precision(model_args.encode_precision, base.device.type)

@@ -10,8 +10,8 @@ each batch inside the graph (:class:`~ragcun.losses.batch_whitening.BatchWhiteni
 marginals, and the anchor keeps the base's in-batch ranking (from the base's embeddings, cached with the states).
 
 The saved model is a plain stack: the base's own modules, its top k layers trained in place, then one ``Dense``
-that projects and whitens, fitted on every training text's trained embedding (both roles, every source): N(0, I) on
-the training distribution by construction.
+that projects and whitens, fitted on the training texts' trained embeddings (every one, or ``whitening_fit_texts``
+drawn across both roles and every source): N(0, I) on the training distribution by construction.
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ def build(base: SentenceTransformer, base_path: str, groups: TextGroups, k: int,
         raise ValueError(f"output_dim={output_dim} is wider than the base's {width}-d output: whitening keeps at most "
                          f"{width} directions.")
     if len(train_rows) <= output_dim:
-        raise ValueError(f"The whitening is fitted on the {len(train_rows)} training texts, but output_dim={output_dim} "
-                         "needs more than that: add training data or lower output_dim.")
+        raise ValueError(f"The whitening is fitted on the {len(train_rows)} training texts, but "
+                         f"output_dim={output_dim} needs more than that: add training data or lower output_dim.")
     axes = principal_axes(base_train)
     vectors = np.ascontiguousarray(axes.vectors[:, :output_dim].T)
     projection = Dense(width, output_dim, bias=True, activation_function=nn.Identity(),
@@ -78,8 +78,10 @@ def build(base: SentenceTransformer, base_path: str, groups: TextGroups, k: int,
     model = SentenceTransformer(modules=[cached, *list(base)[1:], projection], prompts=dict(base.prompts),
                                 default_prompt_name=base.default_prompt_name, similarity_fn_name="euclidean",
                                 device="cpu")
-    whitening = BatchWhitening(output_dim, covariance=torch.diag(torch.from_numpy(axes.eigenvalues[:output_dim]).float()))
-    table_path = Path(cache_dir).expanduser() / f"{cache_key('top-layers-base|' + str(key_files), keys, None, None)}{TABLE_SUFFIX}"
+    step_0_covariance = torch.diag(torch.from_numpy(axes.eigenvalues[:output_dim]).float())
+    whitening = BatchWhitening(output_dim, covariance=step_0_covariance)
+    table_name = cache_key("top-layers-base|" + str(key_files), keys, None, None)  # the base's rows of these groups
+    table_path = Path(cache_dir).expanduser() / f"{table_name}{TABLE_SUFFIX}"
     if not table_path.is_file():
         save_table(table_path, cached.states.embeddings, keys)
     return TopLayersSetup(model, cached, EncodedTexts(table_path, train_rows), whitening, BaseEmbeddingLookup(cached),

@@ -32,7 +32,7 @@ def _texts() -> list[str]:
 
 @pytest.fixture(scope="module")
 def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny BERT encoder (absolute position embeddings, an embedding LayerNorm): the other layout the top is cut from."""
+    """A tiny BERT (absolute position embeddings, an embedding LayerNorm): the other layout the top is cut from."""
     from transformers import BertConfig, BertModel
 
     folder = tmp_path_factory.mktemp("bert")
@@ -125,8 +125,8 @@ def test_the_cache_is_keyed_by_model_k_and_length_and_resumes_by_shard(tiny_base
     again, again_keys = read_groups([str(first)])
     assert again_keys == keys and torch.equal(again.states, states.states)
     # a damaged shard is refused with the fix
-    np.savez(shard, states=np.zeros((3, 32), np.float32), offsets=np.arange(4), embeddings=np.zeros((3, 64), np.float32),
-             dtype=np.array("float32"))
+    np.savez(shard, states=np.zeros((3, 32), np.float32), offsets=np.arange(4),
+             embeddings=np.zeros((3, 64), np.float32), dtype=np.array("float32"))
     with pytest.raises(ValueError, match="damaged; delete the file"):
         read_groups([str(first)])
 
