@@ -49,3 +49,5 @@ def test_the_speed_benchmark_prints_the_three_rates(tiny_base_dir: Path, tmp_pat
     assert result.returncode == 0, result.stderr[-2000:]
     assert "k=1 of 2 layers  24 passages" in result.stdout
     assert "encode (all layers" in result.stdout and "x encoding" in result.stdout
+    lowest = float(result.stdout.split("lowest cosine")[1].split()[0])
+    assert lowest > 0.99999  # float32 states: the cached top is the full model
