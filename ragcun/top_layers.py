@@ -24,6 +24,7 @@ from torch import nn
 from ragcun.encoding.layer_states import LayerStates, read_groups, top_encoder
 from ragcun.encoding.table import text_key
 
+
 class CachedLayerStates(InputModule):
     """Texts → the cached states of their tokens → the top ``k`` layers of ``base_model``'s encoder.
 
@@ -91,10 +92,6 @@ class CachedLayerStates(InputModule):
         features["attention_mask"] = mask.to(device)
         return features
 
-    def base_embeddings(self, rows: torch.Tensor) -> torch.Tensor:
-        """The full base's sentence embeddings of cached rows (what the anchor distils from)."""
-        return torch.from_numpy(self.states.embeddings[rows.cpu().numpy()])
-
     def get_embedding_dimension(self) -> int:
         return int(self.top.config.hidden_size)
 
@@ -115,13 +112,3 @@ class CachedLayerStates(InputModule):
                                revision=revision, local_files_only=local_files_only, model=module)
         return module
 
-
-class BaseEmbeddingLookup(nn.Module):
-    """The frozen base, as the anchor sees it: the full model's embeddings of the cached rows (no encoding)."""
-
-    def __init__(self, cached: CachedLayerStates) -> None:
-        super().__init__()
-        self.__dict__["cached"] = cached
-
-    def forward(self, features: dict[str, Any]) -> dict[str, Any]:
-        return {**features, "sentence_embedding": self.cached.base_embeddings(features["input_ids"])}

@@ -75,11 +75,12 @@ def unit_variance_scale(embeddings: np.ndarray, output_dim: int) -> float:
     return float(1.0 / np.sqrt(principal_axes(x).eigenvalues[:output_dim].mean()))
 
 
-def whitening_dense(embeddings: np.ndarray, output_dim: int | None = None):
+def whitening_dense(embeddings: np.ndarray, output_dim: int | None = None, axes: PrincipalAxes | None = None):
     """A standard ``Dense`` that maps ``embeddings`` to N(0, I) exactly (on them): full PCA whitening onto the top
     ``output_dim`` principal axes (all by default), weight Λ^(−½) Uᵀ and bias −W μ, so a saved model holding it
     loads with plain sentence-transformers. It needs more texts than its width (a covariance fitted on fewer is
-    singular: some directions would get no variance at all)."""
+    singular: some directions would get no variance at all). ``axes``: :func:`principal_axes` of ``embeddings``,
+    where the caller has them already."""
     from sentence_transformers.sentence_transformer.modules import Dense
     from torch import nn
 
@@ -91,5 +92,6 @@ def whitening_dense(embeddings: np.ndarray, output_dim: int | None = None):
     if count <= output_dim:
         raise ValueError(f"The whitening is fitted on {count} texts, but its {output_dim} output directions need more "
                          f"than {output_dim}: encode more texts (every source, both roles) or lower the output width.")
-    weight, bias = tempered_whitening(principal_axes(embeddings), 1.0, output_dim if output_dim < width else None)
+    axes = principal_axes(embeddings) if axes is None else axes
+    weight, bias = tempered_whitening(axes, 1.0, output_dim if output_dim < width else None)
     return Dense(width, output_dim, bias=True, activation_function=nn.Identity(), init_weight=weight, init_bias=bias)

@@ -89,6 +89,8 @@ def test_the_whitening_dense_maps_its_fit_data_to_identity_covariance() -> None:
         assert out.shape == (600, width)
         assert np.abs(out.mean(axis=0)).max() < 1e-4
         assert np.abs(np.cov(out, rowvar=False) - np.eye(width)).max() < 1e-4
+    reused = whitening_dense(cloud, 5, principal_axes(cloud))  # a caller's own fit of the axes: the same layer
+    assert torch.equal(reused.linear.weight, whitening_dense(cloud, 5).linear.weight)
     with pytest.raises(ValueError, match="fitted on 10 texts, but its 12 output directions need more than 12"):
         whitening_dense(cloud[:10])
     with pytest.raises(ValueError, match="at most 12"):

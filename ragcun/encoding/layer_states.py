@@ -26,7 +26,7 @@ from sentence_transformers.sentence_transformer.modules import Pooling, Transfor
 from torch import nn
 
 from ragcun.encoding.precision import encoding_precision
-from ragcun.encoding.table import text_key
+from ragcun.encoding.table import prompt_string, text_key
 from ragcun.identity import cache_key, embedding_identity
 from ragcun.io import atomic_write, atomic_write_text
 
@@ -197,7 +197,7 @@ def cache_layer_states(model: SentenceTransformer, model_path: str, texts: list[
     hidden = int(hf_model.config.hidden_size)
     identity = layer_states_identity(model_path, depth, k, precision, revision)
     key = cache_key(identity, texts, prompt_name, model.max_seq_length)
-    prompt = model.prompts.get(prompt_name or model.default_prompt_name or "", None) or None
+    prompt = prompt_string(model, prompt_name)
     cache_dir = Path(cache_dir).expanduser()
     cache_dir.mkdir(parents=True, exist_ok=True)
     store_dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32

@@ -25,6 +25,12 @@ def text_key(text: str, prompt: str | None = None) -> str:
     return json.dumps([prompt or "", text])
 
 
+def prompt_string(model, prompt_name: str | None) -> str | None:
+    """The prompt ``model`` prepends for ``prompt_name`` (its default prompt when None), None for no prompt: what a
+    row is keyed by, as ``encode(prompt_name=...)`` presents the text."""
+    return model.prompts.get(prompt_name or model.default_prompt_name or "") or None
+
+
 def key_parts(key: str) -> tuple[str, str]:
     """``(prompt, text)`` of a :func:`text_key`."""
     prompt, text = json.loads(key)

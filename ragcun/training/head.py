@@ -29,7 +29,7 @@ from transformers import TrainerCallback
 from ragcun.cached_input import CachedEmbeddings
 from ragcun.encoding.cache import encode_cached
 from ragcun.encoding.precision import encoding_precision
-from ragcun.encoding.table import TABLE_SUFFIX, key_parts, load_table, save_table, text_key
+from ragcun.encoding.table import TABLE_SUFFIX, key_parts, load_table, prompt_string, save_table, text_key
 from ragcun.identity import cache_key, embedding_identity
 from ragcun.model import fit_projection
 from ragcun.whitening import principal_axes, tempered_whitening
@@ -125,7 +125,7 @@ def encode_once(base: SentenceTransformer, base_path: str, groups: TextGroups, c
     with encoding_precision(base, precision):  # afterwards the saved stack encodes as released
         for split, split_groups in (("train", groups.train), ("heldout", groups.heldout)):
             for prompt_name, texts in split_groups.items():
-                prefix = base.prompts.get(prompt_name or base.default_prompt_name or "", "")
+                prefix = prompt_string(base, prompt_name)
                 parts.append(encode_cached(base, model_id, texts, prompt_name, cache_dir, batch_size=batch_size))
                 group_keys = [text_key(text, prefix) for text in texts]
                 keys += group_keys

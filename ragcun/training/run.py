@@ -137,9 +137,9 @@ def check_before_loading(recipe: Recipe) -> tuple[list[DataSource], str | None]:
             f"output_dir {output_dir} already holds files (a model or checkpoints). Pass --resume_from_checkpoint true "
             "to continue that run, --overwrite_output_dir true to write over it, or choose another --output_dir."
         )
+    given = {key: recipe.resolved.get(key) for key in recipe.given}
+    defaults = {f.name: f.default for dc in (ModelArguments, LossArguments) for f in dataclasses.fields(dc)}
     if recipe.model.train_head_only:
-        given = {key: recipe.resolved.get(key) for key in recipe.given}
-        defaults = {f.name: f.default for dc in (ModelArguments, LossArguments) for f in dataclasses.fields(dc)}
         head_training.check_head_only_recipe(given, defaults)
         if recipe.loss.objective != "lejepa":
             raise ValueError(f"train_head_only trains ragcun's head with the lejepa objective; objective "
@@ -148,8 +148,6 @@ def check_before_loading(recipe: Recipe) -> tuple[list[DataSource], str | None]:
             raise ValueError("train_head_only encodes with the base's own query/document prompts; a recipe `prompts` "
                              "mapping is not supported with it. Remove `prompts`.")
     elif recipe.model.train_top_layers:
-        given = {key: recipe.resolved.get(key) for key in recipe.given}
-        defaults = {f.name: f.default for f in dataclasses.fields(ModelArguments)}
         clash = sorted(key for key in ("freeze_layers", "freeze_embeddings", "init") if key in given
                        and given[key] != defaults[key])
         if clash:
@@ -369,7 +367,7 @@ def _top_layers_mode(recipe: Recipe, base: SentenceTransformer, base_path: str, 
     lookup = head_training.lookup_model(base, setup.encoded)
     comparison = Path(args.output_dir) / "whitened-base"
     if args.process_index == 0 and not (comparison / "modules.json").is_file():
-        whitened = top_training.whitened_base(base, setup, model_args.output_dim)
+        whitened = top_training.whitened_base(base, setup)
         _save_model_atomically(whitened, comparison)
         if evaluator is not None:  # its held-out figures, from the cached base embeddings (no encoding)
             figures = evaluator(SentenceTransformer(modules=[*lookup, whitened[-1]], similarity_fn_name="euclidean",
@@ -378,7 +376,8 @@ def _top_layers_mode(recipe: Recipe, base: SentenceTransformer, base_path: str, 
     train_dataset = _mine(recipe, prepared.train_dataset, lookup)
     loss_extras: dict[str, Any] = {"whitening": setup.whitening} if recipe.loss.whiten_in_loss else {}
     if recipe.loss.lambda_anchor > 0:
-        loss_extras.update(lambda_anchor=recipe.loss.lambda_anchor, anchor_model=setup.anchor,
+        # the lookup table holds the full base's embedding of each cached row, in the states' order
+        loss_extras.update(lambda_anchor=recipe.loss.lambda_anchor, anchor_model=lookup[0],
                            anchor_scale=recipe.loss.anchor_scale or setup.base_scale)
     base_metrics = evaluator(lookup) if evaluator is not None else {}
     finished: dict[str, Any] = {}

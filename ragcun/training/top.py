@@ -7,7 +7,8 @@ representation itself. Here the bottom L − k layers stay frozen and their outp
 onto ``output_dim`` directions (started on the base's top principal axes) train through
 ``SentenceTransformerTrainer`` on those states (:class:`~ragcun.top_layers.CachedLayerStates`). The loss whitens
 each batch inside the graph (:class:`~ragcun.losses.batch_whitening.BatchWhitening`), SIGReg shapes the whitened
-marginals, and the anchor keeps the base's in-batch ranking (from the base's embeddings, cached with the states).
+marginals, and the anchor keeps the base's in-batch ranking (from the base's embeddings, cached with the states and
+looked up from the same table the hard negatives are mined with).
 
 The saved model is a plain stack: the base's own modules, its top k layers trained in place, then one ``Dense``
 that projects and whitens, fitted on the training texts' trained embeddings (every one, or ``whitening_fit_texts``
@@ -26,10 +27,10 @@ from sentence_transformers.sentence_transformer.modules import Dense
 from torch import nn
 
 from ragcun.encoding.layer_states import cache_layer_states, check_top_layers, transformer_of
-from ragcun.encoding.table import TABLE_SUFFIX, save_table, text_key
+from ragcun.encoding.table import TABLE_SUFFIX, prompt_string, save_table, text_key
 from ragcun.identity import cache_key
 from ragcun.losses.batch_whitening import BatchWhitening
-from ragcun.top_layers import BaseEmbeddingLookup, CachedLayerStates
+from ragcun.top_layers import CachedLayerStates
 from ragcun.training.head import EncodedTexts, TextGroups
 from ragcun.whitening import principal_axes, unit_variance_scale, whitening_dense
 
@@ -47,7 +48,7 @@ class TopLayersSetup:
     cached: CachedLayerStates
     encoded: EncodedTexts  # the full base's embeddings of the cached texts, as a lookup table
     whitening: BatchWhitening  # the loss's whitening, started on the projection's output at step 0
-    anchor: BaseEmbeddingLookup
+    posthoc_whitening: Dense  # the base whitened after the fact on the same training texts: the comparison
     base_scale: float
 
 
@@ -64,13 +65,9 @@ def build(base: SentenceTransformer, base_path: str, groups: TextGroups, k: int,
     train_rows = np.array(sorted(row for key, row in cached.index.items() if key in train_keys))  # each text once
     base_train = cached.states.embeddings[train_rows]
     width = base_train.shape[1]
-    if output_dim > width:
-        raise ValueError(f"output_dim={output_dim} is wider than the base's {width}-d output: whitening keeps at most "
-                         f"{width} directions.")
-    if len(train_rows) <= output_dim:
-        raise ValueError(f"The whitening is fitted on the {len(train_rows)} training texts, but "
-                         f"output_dim={output_dim} needs more than that: add training data or lower output_dim.")
     axes = principal_axes(base_train)
+    # refuses, before any training, an output_dim wider than the base or above the number of training texts
+    posthoc_whitening = whitening_dense(base_train, output_dim, axes)
     vectors = np.ascontiguousarray(axes.vectors[:, :output_dim].T)
     projection = Dense(width, output_dim, bias=True, activation_function=nn.Identity(),
                        init_weight=torch.from_numpy(vectors).float(),
@@ -84,17 +81,16 @@ def build(base: SentenceTransformer, base_path: str, groups: TextGroups, k: int,
     table_path = Path(cache_dir).expanduser() / f"{table_name}{TABLE_SUFFIX}"
     if not table_path.is_file():
         save_table(table_path, cached.states.embeddings, keys)
-    return TopLayersSetup(model, cached, EncodedTexts(table_path, train_rows), whitening, BaseEmbeddingLookup(cached),
+    return TopLayersSetup(model, cached, EncodedTexts(table_path, train_rows), whitening, posthoc_whitening,
                           unit_variance_scale(base_train, output_dim))
 
 
-def whitened_base(base: SentenceTransformer, setup: TopLayersSetup, output_dim: int) -> SentenceTransformer:
+def whitened_base(base: SentenceTransformer, setup: TopLayersSetup) -> SentenceTransformer:
     """The comparison this arm must beat, from the same cache at no encoding cost: the base as released, then a
     whitening onto ``output_dim`` directions fitted on the same training texts (step 0's geometry, whitened after
     the fact instead of inside the loss). Build it before training: training changes the base's top layers in
     place."""
-    base_train = setup.encoded.read()[0][setup.encoded.train_rows]
-    return SentenceTransformer(modules=[*base, whitening_dense(base_train, output_dim)], prompts=dict(base.prompts),
+    return SentenceTransformer(modules=[*base, setup.posthoc_whitening], prompts=dict(base.prompts),
                                default_prompt_name=base.default_prompt_name, similarity_fn_name="euclidean",
                                device="cpu")
 
@@ -103,7 +99,7 @@ def _train_keys(groups: TextGroups, base: SentenceTransformer) -> set[str]:
     """The cache keys of the training texts (the held-out ones are never fitted on)."""
     keys: set[str] = set()
     for prompt_name, texts in groups.train.items():
-        prompt = base.prompts.get(prompt_name or base.default_prompt_name or "", None) or None
+        prompt = prompt_string(base, prompt_name)
         keys.update(text_key(text, prompt) for text in texts)
     return keys
 

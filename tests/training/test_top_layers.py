@@ -259,7 +259,7 @@ def test_a_top_layer_run_resumes_from_its_checkpoint(top_run: Path) -> None:
 @pytest.mark.parametrize(("overrides", "message"), [
     (dict(train_top_layers=9), "has 2 layers: choose k from 1 to 2"),
     (dict(train_head_only=True), "set one of them"),
-    (dict(output_dim=600), "wider than the base"),
+    (dict(output_dim=600), "these are 32-d. Lower the output width to at most 32"),
     (dict(objective="mnrl_gor"), "lejepa objective"),
     (dict(freeze_embeddings=True), "also sets freeze_embeddings"),
 ])
